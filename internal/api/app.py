@@ -1,0 +1,25 @@
+"""The FastAPI application: ``uvicorn internal.api.app:app`` (or services/run_api.py)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from internal.api import health, tasks
+from internal.api.body_limit import BodySizeLimitMiddleware
+from internal.config.setting import get_settings
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="Background jobs API",
+        version="0.1.0",
+        description="Submit public Celery tasks, follow their progress, read results.",
+    )
+    app.include_router(health.router)
+    app.include_router(tasks.router)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    return app
+
+
+app = create_app()

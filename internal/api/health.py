@@ -1,0 +1,50 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import JSONResponse
+
+from internal.api.broker import off_loop
+from internal.api.schemas import Health, Readiness
+from internal.celery_tasks import default_celery_client
+from internal.config.setting import get_settings
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    """Liveness: the process serves HTTP. No I/O."""
+    return Health()
+
+
+@router.get("/readyz", responses={503: {"model": Readiness}})
+async def readyz() -> JSONResponse:
+    """Readiness: the broker answers and at least one worker answers a ping."""
+    timeout = get_settings().readiness_timeout_seconds
+    checks: dict[str, str] = {}
+    try:
+        await off_loop(
+            lambda: default_celery_client.ping_broker(timeout),
+            timeout=timeout + 1,
+            what="broker ping",
+        )
+        checks["broker"] = "ok"
+    except HTTPException as exc:
+        checks["broker"] = str(exc.detail)
+    if checks["broker"] == "ok":
+        workers = await off_loop(
+            lambda: default_celery_client.ping_workers(timeout),
+            timeout=timeout + 1,
+            what="worker ping",
+        )
+        checks["workers"] = (
+            f"ok ({len(workers)})" if workers else f"no worker answered within {timeout:g} s"
+        )
+    else:
+        checks["workers"] = "not checked: broker unavailable"
+    ready = all(v.startswith("ok") for v in checks.values())
+    body = Readiness(status="ready" if ready else "unavailable", checks=checks)
+    code = status.HTTP_200_OK if ready else status.HTTP_503_SERVICE_UNAVAILABLE
+    return JSONResponse(body.model_dump(), status_code=code)

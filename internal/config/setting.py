@@ -1,0 +1,145 @@
+"""Application settings, read once from the environment (and the env file APP_ENV names).
+
+Precedence, highest first: real environment variables, then ``.env.<APP_ENV>`` in the repo root,
+then the defaults below. ``REDIS_URL`` is the single source of the broker and the result backend;
+``CELERY_BROKER_URL`` / ``CELERY_RESULT_BACKEND`` override them only when set explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import (
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    RedisDsn,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+AppEnv = Literal["local", "dev", "prod"]
+
+
+class SettingsError(SystemExit):
+    """Start-up stops with a message naming the bad variable (never its secret value)."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", env_file_encoding="utf-8")
+
+    app_env: AppEnv = "local"
+
+    # Broker and result backend: one Redis unless overridden.
+    redis_url: RedisDsn = RedisDsn("redis://localhost:6379/0")
+    celery_broker_url: RedisDsn | None = None
+    celery_result_backend: RedisDsn | None = None
+
+    # Worker defaults (the launcher's flags still win over these).
+    worker_concurrency: PositiveInt = 4
+    # Dev auto-reload for worker, beat and api (watchfiles / uvicorn --reload).
+    reload: bool = False
+    # Seconds a stopping worker gets to finish running tasks before it is killed; keep it
+    # a little below compose's stop_grace_period so the launcher, not Docker, decides.
+    shutdown_grace_seconds: PositiveFloat = 25.0
+
+    # Time limits of every task unless a task sets its own, and the Redis visibility timeout.
+    task_soft_time_limit: PositiveFloat = 300.0
+    task_time_limit: PositiveFloat = 330.0
+    visibility_timeout: PositiveFloat = 3600.0
+
+    # Beat keeps its schedule file here: a directory the (non-root) beat user can write.
+    beat_schedule_dir: Path = Path("/tmp/celerybeat")
+    heartbeat_interval_seconds: PositiveFloat = 10.0
+
+    # Flower: basic auth as "user:password[,user2:password2]"; required in prod.
+    flower_basic_auth: SecretStr | None = None
+    # (Flower itself reads every FLOWER_* variable and fails on names it does not know, so
+    # only Flower's own option names may carry that prefix.)
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    flower_db: Path = Path("/tmp/flower/flower.db")
+
+    # Address the API and Flower listen on (0.0.0.0 inside containers).
+    listen_host: str = "127.0.0.1"
+
+    # API.
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_max_body_bytes: PositiveInt = 64 * 1024
+    api_broker_timeout_seconds: PositiveFloat = 3.0
+    readiness_timeout_seconds: PositiveFloat = 1.0
+
+    @property
+    def broker_url(self) -> str:
+        return str(self.celery_broker_url or self.redis_url)
+
+    @property
+    def result_backend(self) -> str:
+        return str(self.celery_result_backend or self.redis_url)
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT")
+        if self.visibility_timeout <= self.task_time_limit:
+            raise ValueError("VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT (the longest task)")
+        if self.app_env == "prod":
+            if urlsplit(self.broker_url).password is None:
+                raise ValueError("REDIS_URL must carry a password in prod (redis://:PASS@host)")
+            if self.flower_basic_auth is None:
+                raise ValueError("FLOWER_BASIC_AUTH is required in prod (user:password)")
+            if self.reload:
+                raise ValueError("RELOAD must be off in prod")
+        return self
+
+    def describe(self) -> dict[str, str]:
+        """A loggable summary: URLs masked, secrets left out."""
+        return {
+            "app_env": self.app_env,
+            "broker": mask_url(self.broker_url),
+            "result_backend": mask_url(self.result_backend),
+            "reload": str(self.reload),
+            "flower_auth": "set" if self.flower_basic_auth else "off",
+        }
+
+
+def mask_url(url: str) -> str:
+    """``redis://user:secret@host/0`` -> ``redis://user:***@host/0``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+def env_file_for(app_env: str | None) -> Path | None:
+    if not app_env or app_env == "local":
+        return None
+    return REPO_ROOT / f".env.{app_env}"
+
+
+def load_settings() -> Settings:
+    """Read and validate settings; on a bad value stop with a message naming the variable."""
+    app_env = os.environ.get("APP_ENV")
+    try:
+        return Settings(_env_file=env_file_for(app_env))  # type: ignore[call-arg]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+            # The message only, never the input: the value may be a secret.
+            lines.append(f"  {name}: {err['msg']}")
+        raise SettingsError("Invalid settings:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,49 @@
+"""Builds this app's CeleryClient from settings: queues, routes, beat schedule, task modules."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from internal.config.setting import Settings
+from internal.infra.redis import reset_redis
+from internal.tasks.celery import queues
+from pkg.celery_task import CeleryClient, TaskLimits
+
+TASK_MODULES = ("internal.tasks.celery.tasks",)
+
+ROUTES = {
+    queues.LONG_REPORT: {"queue": queues.SLOW_QUEUE},
+}
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
+    return {
+        "heartbeat": {
+            "task": queues.HEARTBEAT,
+            "schedule": timedelta(seconds=settings.heartbeat_interval_seconds),
+            # A heartbeat older than one period is worthless: never run a backlog of them.
+            "options": {"expires": settings.heartbeat_interval_seconds},
+        },
+    }
+
+
+def build_celery_client(settings: Settings) -> CeleryClient:
+    client = CeleryClient(
+        "app",
+        broker_url=settings.broker_url,
+        backend_url=settings.result_backend,
+        include=TASK_MODULES,
+        default_queue=queues.DEFAULT_QUEUE,
+        routes=ROUTES,
+        beat_schedule=beat_schedule(settings),
+        limits=TaskLimits(
+            soft_time_limit=settings.task_soft_time_limit,
+            time_limit=settings.task_time_limit,
+            visibility_timeout=settings.visibility_timeout,
+        ),
+        overrides={"worker_concurrency": settings.worker_concurrency},
+    )
+    # Each worker process opens its own Redis connections after fork, and closes them at exit.
+    client.on_worker_process_start(reset_redis)
+    client.on_worker_process_shutdown(reset_redis)
+    return client

@@ -1,0 +1,37 @@
+"""One Redis client per process for the app's own keys (heartbeat, submitted-task registry).
+
+Clients hold sockets, which must not cross ``fork``: worker processes reset theirs at start
+(see ``internal.celery_tasks``), and everything else creates it lazily on first use.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from internal.config.setting import get_settings
+
+_client: redis.Redis | None = None
+
+HEARTBEAT_KEY = "app:beat:heartbeat"
+
+
+def get_redis() -> redis.Redis:
+    global _client
+    if _client is None:
+        settings = get_settings()
+        _client = redis.Redis.from_url(
+            str(settings.redis_url),
+            socket_connect_timeout=settings.readiness_timeout_seconds,
+            socket_timeout=settings.api_broker_timeout_seconds,
+            health_check_interval=30,
+            decode_responses=True,
+        )
+    return _client
+
+
+def reset_redis() -> None:
+    """Drop this process's client (after fork, or at shutdown)."""
+    global _client
+    if _client is not None:
+        _client.close()
+    _client = None

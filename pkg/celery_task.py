@@ -1,0 +1,246 @@
+"""CeleryClient: a small, reusable owner of a Celery app with production defaults.
+
+Nothing here knows about this application: names, URLs, task modules, routes and the beat
+schedule all come from the caller. Callers submit by task *name* (``send_task``), so a process
+that only enqueues work (an API) never imports task code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Celery, signals
+from celery.result import AsyncResult
+
+# Every ready state means the task will not run again; everything else may still change.
+READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+class ExitCodeCelery(Celery):  # type: ignore[misc]
+    """Celery whose ``worker_main`` returns the worker's exit code.
+
+    Celery's own ``worker_main`` drops the code that ``start`` returns, so a worker that failed
+    (broker gone after its retries, a bad option) would look like a clean exit to its launcher.
+    """
+
+    def worker_main(self, argv: Sequence[str] | None = None) -> int:
+        argv = list(argv) if argv is not None else None
+        if argv is not None and "worker" not in argv:
+            raise ValueError("The worker sub-command must be specified in argv.")
+        code = self.start(argv=argv)
+        return int(code or 0)
+
+
+@dataclass(frozen=True)
+class TaskStatus:
+    """What a caller can know about one task without importing its code."""
+
+    task_id: str
+    state: str
+    ready: bool
+    result: Any = None
+    error: str | None = None
+    progress: Mapping[str, Any] | None = None
+    date_done: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class TaskLimits:
+    """Time limits for every task unless a task sets its own (seconds).
+
+    ``visibility_timeout`` is how long Redis waits for an ack before it hands an unacked task
+    (late ack: the worker died mid-task) to another worker. It must exceed the longest task,
+    or a task still running gets a second copy.
+    """
+
+    soft_time_limit: float = 300.0
+    time_limit: float = 330.0
+    visibility_timeout: float = 3600.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.soft_time_limit < self.time_limit:
+            raise ValueError("soft_time_limit must be positive and below time_limit")
+        if self.visibility_timeout <= self.time_limit:
+            raise ValueError("visibility_timeout must exceed time_limit (the longest task)")
+
+
+def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any]:
+    """The Celery settings every app should start from; the reasons are in the README."""
+    return {
+        # JSON only: no pickle, so a message from the broker cannot run code in the worker.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": "UTC",
+        "enable_utc": True,
+        "task_default_queue": default_queue,
+        "task_create_missing_queues": True,
+        # Results are for callers that poll; keep them a day, not forever.
+        "result_expires": dt.timedelta(days=1),
+        "result_extended": True,
+        "task_track_started": True,
+        "task_soft_time_limit": limits.soft_time_limit,
+        "task_time_limit": limits.time_limit,
+        # Wait for the broker at start (with retries) instead of crashing in a loop.
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_connection_timeout": 2.0,
+        # Reliable delivery: ack after the task ran, and give a task back to the queue if the
+        # process running it died. At-least-once: tasks must be idempotent.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        # One message at a time per process: a long task does not hold others hostage.
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {"visibility_timeout": limits.visibility_timeout},
+        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        # A publish to a broker that is down fails in about a second instead of hanging.
+        "task_publish_retry_policy": {
+            "max_retries": 2,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        # Events let Flower see tasks and workers as they come and go.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_hijack_root_logger": False,
+    }
+
+
+class CeleryClient:
+    """Owns one Celery app: its configuration, and how callers submit and inspect tasks."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        broker_url: str,
+        backend_url: str | None = None,
+        include: Iterable[str] = (),
+        default_queue: str = "default",
+        routes: Mapping[str, Mapping[str, Any]] | None = None,
+        beat_schedule: Mapping[str, Mapping[str, Any]] | None = None,
+        limits: TaskLimits | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.default_queue = default_queue
+        self.limits = limits or TaskLimits()
+        self.app = ExitCodeCelery(
+            name,
+            broker=broker_url,
+            backend=backend_url or broker_url,
+            include=list(include),
+            set_as_current=False,
+        )
+        self.app.conf.update(production_defaults(self.limits, default_queue))
+        self.app.conf.task_routes = dict(routes or {})
+        self.app.conf.beat_schedule = dict(beat_schedule or {})
+        self.app.conf.update(dict(overrides or {}))
+
+    # -- submitting -------------------------------------------------------------------------
+    def submit(
+        self,
+        *,
+        task_name: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        countdown: float | None = None,
+        eta: dt.datetime | None = None,
+        priority: int | None = None,
+        queue: str | None = None,
+    ) -> AsyncResult:
+        """Send a task by name. An explicit ``queue`` beats the routes; without one the routes
+        decide, then the default queue."""
+        options: dict[str, Any] = {}
+        if queue is not None:
+            options["queue"] = queue
+        if priority is not None:
+            options["priority"] = priority
+        return self.app.send_task(
+            task_name,
+            args=list(args),
+            kwargs=dict(kwargs or {}),
+            task_id=task_id,
+            countdown=countdown,
+            eta=eta,
+            **options,
+        )
+
+    # -- inspecting -------------------------------------------------------------------------
+    def status(self, task_id: str) -> TaskStatus:
+        """State, result or error, progress meta and completion time of one task."""
+        res = AsyncResult(task_id, app=self.app)
+        meta = res.backend.get_task_meta(task_id)
+        state = str(meta.get("status", "PENDING"))
+        payload = meta.get("result")
+        result = error = progress = None
+        if state == "SUCCESS":
+            result = payload
+        elif state in ("FAILURE", "RETRY", "REVOKED"):
+            error = _describe_error(payload)
+        elif isinstance(payload, dict):
+            progress = payload
+        return TaskStatus(
+            task_id=task_id,
+            state=state,
+            ready=state in READY_STATES,
+            result=result,
+            error=error,
+            progress=progress,
+            date_done=_as_datetime(meta.get("date_done")),
+        )
+
+    def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
+        """Revoke a task: queued copies are skipped; with ``terminate`` a running one is
+        signalled too (its process is killed, so only use it for tasks safe to cut short)."""
+        self.app.control.revoke(task_id, terminate=terminate, signal=signal)
+
+    def ping_workers(self, timeout: float = 1.0) -> list[str]:
+        """Names of the workers that answered a ping within ``timeout`` seconds."""
+        replies = self.app.control.ping(timeout=timeout) or []
+        return sorted(name for reply in replies for name in reply)
+
+    def ping_broker(self, timeout: float = 1.0) -> None:
+        """Raise if the broker does not accept a connection within ``timeout`` seconds."""
+        with self.app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=timeout)
+
+    # -- per-process resources --------------------------------------------------------------
+    @staticmethod
+    def on_worker_process_start(hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` in every worker process after it starts (pool children included):
+        the place to open connection pools, which must not be shared across ``fork``."""
+        signals.worker_process_init.connect(lambda **_: hook(), weak=False)
+        return hook
+
+    @staticmethod
+    def on_worker_process_shutdown(hook: Callable[[], None]) -> Callable[[], None]:
+        """Run ``hook`` in every worker process before it exits."""
+        signals.worker_process_shutdown.connect(lambda **_: hook(), weak=False)
+        return hook
+
+
+def _describe_error(payload: Any) -> str | None:
+    if payload is None:
+        return None
+    if isinstance(payload, BaseException):
+        return f"{type(payload).__name__}: {payload}"
+    if isinstance(payload, dict) and "exc_type" in payload:
+        message = payload.get("exc_message")
+        if isinstance(message, list | tuple):
+            message = ", ".join(str(m) for m in message)
+        return f"{payload['exc_type']}: {message}"
+    return str(payload)
+
+
+def _as_datetime(value: Any) -> dt.datetime | None:
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.datetime.fromisoformat(str(value))
+    except ValueError:
+        return None

@@ -1,0 +1,51 @@
+"""Start a Celery worker: ``python services/run_celery_worker.py [celery worker flags]``.
+
+Defaults: queue ``default``, log level debug, prefork pool, concurrency 4 (WORKER_CONCURRENCY);
+any flag given here is appended and wins (``-l info``, ``--concurrency=8``, ``-Q default,slow``).
+``--reload`` (or RELOAD=true) restarts the worker when Python code changes.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.launcher import WINDOWS_MESSAGE, launch
+
+
+def default_argv(queue: str, concurrency: int) -> list[str]:
+    return [
+        "worker",
+        "-Q", queue,
+        "-l", "debug",
+        "--pool", "prefork",
+        "--concurrency", str(concurrency),
+    ]  # fmt: skip
+
+
+def main(user_args: list[str]) -> int:
+    if os.name == "nt":
+        print(WINDOWS_MESSAGE, file=sys.stderr)
+        return 1
+    from internal.celery_tasks import default_celery_client, default_queue
+    from internal.config.setting import get_settings
+
+    settings = get_settings()
+    return launch(
+        __file__,
+        default_celery_client.app.worker_main,
+        default_argv(default_queue, settings.worker_concurrency),
+        user_args,
+        reload_default=settings.reload,
+        grace_seconds=settings.shutdown_grace_seconds,
+        # New code takes new tasks at once while the old worker finishes the running ones.
+        overlap_on_reload=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

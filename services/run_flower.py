@@ -1,0 +1,48 @@
+"""Start Flower through Celery's own entry point, with this app (so the same broker):
+``python services/run_flower.py [flower flags]``.
+
+Defaults: FLOWER_PORT, LISTEN_HOST, state persisted to FLOWER_DB; basic auth from
+FLOWER_BASIC_AUTH (required in prod), passed through the environment so it never shows in
+``ps``. User flags win.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from services.launcher import run_click
+
+
+def default_argv(host: str, port: int, db: Path) -> list[str]:
+    return [
+        "flower",
+        f"--address={host}",
+        f"--port={port}",
+        # Keep seen tasks and workers across restarts.
+        "--persistent=True",
+        f"--db={db}",
+        "--state_save_interval=60000",
+        # Drop workers that have been offline for an hour instead of listing them forever.
+        "--purge_offline_workers=3600",
+    ]
+
+
+def main(user_args: list[str]) -> int:
+    from internal.celery_tasks import default_celery_client
+    from internal.config.setting import get_settings
+
+    settings = get_settings()
+    settings.flower_db.parent.mkdir(parents=True, exist_ok=True)
+    if settings.flower_basic_auth is not None:
+        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    argv = default_argv(settings.listen_host, settings.flower_port, settings.flower_db)
+    return run_click(default_celery_client.app.start, [*argv, *user_args])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
