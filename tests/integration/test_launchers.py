@@ -1,0 +1,141 @@
+"""Each launcher started as a real process: its defaults, user flags winning, and its errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from pkg.celery_task import CeleryClient
+from tests.conftest import LaunchFn, node_name, start_worker
+from tests.support.processes import REPO_ROOT, free_port, wait_until
+
+
+def inspect(client: CeleryClient, name: str) -> tuple[list[str], dict[str, Any]]:
+    insp = client.app.control.inspect(destination=[name], timeout=5)
+    queues = sorted(q["name"] for q in insp.active_queues()[name])
+    return queues, insp.stats()[name]
+
+
+def test_worker_defaults(launch: LaunchFn, client: CeleryClient) -> None:
+    name = node_name("defaults")
+    proc = start_worker(launch, name)
+    queues, stats = inspect(client, name)
+    assert queues == ["default"]
+    assert stats["pool"]["max-concurrency"] == 4
+    assert stats["pool"]["implementation"] == "celery.concurrency.prefork:TaskPool"
+    assert "DEBUG/MainProcess" in proc.output
+    assert proc.stop() == 0  # warm shutdown on SIGTERM, exit code 0
+
+
+def test_worker_user_flags_win(launch: LaunchFn, client: CeleryClient) -> None:
+    name = node_name("flags")
+    proc = start_worker(launch, name, "-l", "info", "--concurrency=2", "-Q", "default,slow")
+    queues, stats = inspect(client, name)
+    assert queues == ["default", "slow"]
+    assert stats["pool"]["max-concurrency"] == 2
+    time.sleep(0.5)
+    assert "DEBUG/" not in proc.output
+    assert "INFO/MainProcess" in proc.output
+
+
+def test_worker_script_runs_from_any_directory(launch: LaunchFn, client: CeleryClient) -> None:
+    # `python services/run_celery_worker.py` must not need PYTHONPATH or a particular cwd.
+    name = node_name("cwd")
+    proc = launch("run_celery_worker.py", "-n", name, "--without-mingle", "-l", "info",
+                  "--concurrency=1", cwd=REPO_ROOT)  # fmt: skip
+    proc.wait_for_output(f"{name} ready.", timeout=60)
+    assert client.ping_workers(timeout=2).count(name) == 1
+
+
+def test_worker_refuses_windows() -> None:
+    code = (
+        "import os, runpy; os.name = 'nt'; "
+        f"runpy.run_path({str(REPO_ROOT / 'services/run_celery_worker.py')!r}, run_name='__main__')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        "Error: This worker script does not support Windows. Please use a POSIX system "
+        "(Linux/macOS)."
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bogus-flag"], "Error: No such option '--bogus-flag'"),
+        (["--concurrency", "many"], "Invalid value for '-c' / '--concurrency'"),
+        (["--pool", "nonsense"], "Invalid value for '-P' / '--pool'"),
+    ],
+)
+def test_worker_bad_flag_names_it_and_exits_2(
+    launch: LaunchFn, args: list[str], message: str
+) -> None:
+    proc = launch("run_celery_worker.py", *args)
+    assert proc.proc.wait(timeout=60) == 2
+    assert message in proc.output
+
+
+def test_bad_setting_stops_the_launcher_naming_it(launch: LaunchFn) -> None:
+    proc = launch("run_celery_worker.py", env={"WORKER_CONCURRENCY": "lots"})
+    assert proc.proc.wait(timeout=60) == 1
+    assert "WORKER_CONCURRENCY: Input should be a valid integer" in proc.output
+    assert "Traceback" not in proc.output
+
+
+def test_beat_fires_the_periodic_task(launch: LaunchFn, client: CeleryClient) -> None:
+    import redis
+
+    from internal.infra.redis import HEARTBEAT_KEY
+
+    store = redis.Redis.from_url(client.app.conf.broker_url, decode_responses=True)
+    store.delete(HEARTBEAT_KEY)
+    env = {"HEARTBEAT_INTERVAL_SECONDS": "1"}
+    start_worker(launch, node_name("beat-consumer"), "-l", "info", "--concurrency=1", env=env)
+    beat = launch("run_celery_beat.py", env=env)
+    first = float(wait_until(lambda: store.get(HEARTBEAT_KEY), timeout=30, what="a heartbeat"))
+    later = float(
+        wait_until(
+            lambda: (v := store.get(HEARTBEAT_KEY)) and float(v) > first and v,
+            timeout=10,
+            what="a second heartbeat",
+        )
+    )
+    assert later - first >= 0.5
+    assert "Scheduler: Sending due task heartbeat (tasks.heartbeat)" in beat.output
+    assert beat.stop() == 0
+
+
+def test_flower_sees_the_workers_and_takes_basic_auth(launch: LaunchFn, worker: str) -> None:
+    port = free_port()
+    launch("run_flower.py", f"--port={port}", env={"FLOWER_BASIC_AUTH": "admin:flower-pw"})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(
+        lambda: httpx.get(f"{url}/healthcheck").status_code == 200, timeout=30, what="flower"
+    )
+    assert httpx.get(f"{url}/api/workers").status_code == 401
+    workers = wait_until(
+        lambda: worker in (r := httpx.get(f"{url}/api/workers?refresh=1",
+                                          auth=("admin", "flower-pw"), timeout=10)).json() and r,
+        timeout=30,
+        what="flower to list the worker",
+    )  # fmt: skip
+    assert workers.status_code == 200
+
+
+def test_api_launcher_flags_win(launch: LaunchFn) -> None:
+    port = free_port()
+    proc = launch("run_api.py", "--port", str(port), "--log-level", "warning")
+    wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200,
+        timeout=30,
+        what="the API",
+    )
+    assert "Uvicorn running" not in proc.output  # info lines are off at warning level

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from internal.config.setting import (
+    REPO_ROOT,
+    Settings,
+    SettingsError,
+    load_settings,
+    mask_url,
+)
+
+SETTINGS_VARS = (
+    "APP_ENV", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WORKER_CONCURRENCY",
+    "RELOAD", "FLOWER_BASIC_AUTH", "TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "VISIBILITY_TIMEOUT",
+)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in SETTINGS_VARS:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_broker_and_backend_derive_from_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/3")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://cache:6379/3"
+
+
+def test_explicit_backend_overrides_only_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://cache:6379/3")
+    monkeypatch.setenv("CELERY_RESULT_BACKEND", "redis://results:6379/1")
+    s = load_settings()
+    assert s.broker_url == "redis://cache:6379/3"
+    assert s.result_backend == "redis://results:6379/1"
+
+
+def test_app_env_picks_the_env_file_and_real_env_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "dev")
+    assert load_settings().broker_url == "redis://redis:6379/0"  # from .env.dev
+    assert load_settings().reload is True
+    monkeypatch.setenv("RELOAD", "false")
+    assert load_settings().reload is False
+
+
+def test_env_file_beats_defaults(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env.test"
+    env_file.write_text("WORKER_CONCURRENCY=7\n")
+    assert Settings(_env_file=env_file).worker_concurrency == 7  # type: ignore[call-arg]
+    assert Settings().worker_concurrency == 4
+
+
+def test_committed_env_files_hold_no_secrets() -> None:
+    for name in (".env.dev", ".env.prod"):
+        lines = (REPO_ROOT / name).read_text().splitlines()
+        assignments = [line for line in lines if line and not line.startswith("#")]
+        assert not [line for line in assignments if line.startswith("FLOWER_BASIC_AUTH=")]
+        assert not [line for line in assignments if "@" in line], (
+            f"{name} must not carry credentials in a URL"
+        )
+
+
+@pytest.mark.parametrize(
+    ("var", "value", "message"),
+    [
+        ("WORKER_CONCURRENCY", "four", "WORKER_CONCURRENCY: Input should be a valid integer"),
+        ("WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY: Input should be greater than 0"),
+        ("REDIS_URL", "http://not-redis", "REDIS_URL: URL scheme should be 'redis'"),
+        ("REDIS_URL", "redis//broken", "REDIS_URL: Input should be a valid URL"),
+        ("APP_ENV", "staging", "APP_ENV: Input should be 'local', 'dev' or 'prod'"),
+        ("VISIBILITY_TIMEOUT", "10", "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT"),
+    ],
+)
+def test_bad_value_stops_start_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, var: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(var, value)
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert message in str(info.value.code)
+
+
+def test_prod_requires_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_ENV", "prod")
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    with pytest.raises(SettingsError, match="REDIS_URL must carry a password"):
+        load_settings()
+    monkeypatch.setenv("REDIS_URL", "redis://:s3cret-pw@redis:6379/0")
+    with pytest.raises(SettingsError, match="FLOWER_BASIC_AUTH is required"):
+        load_settings()
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:flower-pw")
+    assert load_settings().app_env == "prod"
+
+
+def test_secrets_never_in_errors_or_summaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://:s3cret-pw@redis:6379/0")
+    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:flower-pw")
+    s = load_settings()
+    shown = f"{s.describe()} {s!r} {s}"
+    assert "s3cret-pw" not in str(s.describe())
+    assert "flower-pw" not in shown
+    monkeypatch.setenv("WORKER_CONCURRENCY", "s3cret-pw")
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert "s3cret-pw" not in str(info.value.code)
+
+
+def test_mask_url() -> None:
+    assert mask_url("redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
+    assert mask_url("redis://user:pw@redis/0") == "redis://user:***@redis/0"
+    assert mask_url("redis://redis:6379/0") == "redis://redis:6379/0"

@@ -1,0 +1,78 @@
+"""Queues, routes, beat entries and public tasks agree with each other and with the worker."""
+
+from __future__ import annotations
+
+import pytest
+
+from internal.config.setting import Settings
+from internal.infra.celery import ROUTES, build_celery_client
+from internal.tasks.celery import queues
+from internal.tasks.celery.schemas import PUBLIC_TASKS
+from pkg.celery_task import CeleryClient, TaskLimits
+from services import run_celery_beat, run_celery_worker
+from services.launcher import split_reload_flag
+
+
+@pytest.fixture(scope="module")
+def registered() -> set[str]:
+    client = build_celery_client(Settings())
+    client.app.loader.import_default_modules()
+    return set(client.app.tasks)
+
+
+def test_worker_default_argv_is_the_documented_one() -> None:
+    assert run_celery_worker.default_argv("default", 4) == [
+        "worker", "-Q", "default", "-l", "debug", "--pool", "prefork", "--concurrency", "4",
+    ]  # fmt: skip
+
+
+def test_every_routed_queue_is_consumed_by_the_documented_worker_command() -> None:
+    # The compose worker (and the README) run the launcher with -Q <ALL_QUEUES>.
+    assert queues.DEFAULT_QUEUE in queues.ALL_QUEUES
+    for task_name, route in ROUTES.items():
+        assert route["queue"] in queues.ALL_QUEUES, task_name
+
+
+def test_default_queue_is_the_launchers(registered: set[str]) -> None:
+    client = build_celery_client(Settings())
+    assert client.app.conf.task_default_queue == queues.DEFAULT_QUEUE
+
+
+def test_routes_beat_and_public_tasks_name_registered_tasks(registered: set[str]) -> None:
+    client = build_celery_client(Settings())
+    named = set(ROUTES)
+    named |= {entry["task"] for entry in client.app.conf.beat_schedule.values()}
+    named |= {task.celery_name for task in PUBLIC_TASKS.values()}
+    assert named - registered == set()
+
+
+def test_public_tasks_are_only_the_listed_ones(registered: set[str]) -> None:
+    public = {task.celery_name for task in PUBLIC_TASKS.values()}
+    assert "celery.backend_cleanup" in registered and "celery.backend_cleanup" not in public
+    assert queues.HEARTBEAT not in public
+
+
+def test_reload_flag_is_the_launchers_own() -> None:
+    assert split_reload_flag(["-l", "info", "--reload"]) == (True, ["-l", "info"])
+    assert split_reload_flag(["--reload", "--no-reload"]) == (False, [])
+    assert split_reload_flag(["-Q", "slow"]) == (None, ["-Q", "slow"])
+
+
+def test_beat_schedule_file_lives_in_the_configured_dir(tmp_path: object) -> None:
+    from pathlib import Path
+
+    argv = run_celery_beat.default_argv(Path("/var/lib/celery/beat"))
+    assert argv[argv.index("--schedule") + 1] == "/var/lib/celery/beat/celerybeat-schedule"
+
+
+def test_client_defaults_are_production_grade() -> None:
+    conf = CeleryClient("t", broker_url="redis://localhost/0").app.conf
+    assert conf.task_acks_late and conf.task_reject_on_worker_lost
+    assert conf.accept_content == ["json"]
+    assert conf.broker_connection_retry_on_startup
+    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+
+
+def test_limits_refuse_a_visibility_timeout_shorter_than_a_task() -> None:
+    with pytest.raises(ValueError, match="visibility_timeout must exceed"):
+        TaskLimits(soft_time_limit=10, time_limit=20, visibility_timeout=15)
