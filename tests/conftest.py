@@ -73,7 +73,7 @@ def session_launch(
 @pytest.fixture(scope="session")
 def client(redis_server: Redis) -> CeleryClient:
     """The test process's own client for the app, on the test Redis (submits by name)."""
-    return build_celery_client(Settings(redis_url=redis_server.url(0)))  # type: ignore[arg-type]
+    return build_celery_client(Settings(redis_url=redis_server.url(0)))
 
 
 def node_name(prefix: str) -> str:

@@ -130,7 +130,7 @@ def load_settings() -> Settings:
     """Read and validate settings; on a bad value stop with a message naming the variable."""
     app_env = os.environ.get("APP_ENV")
     try:
-        return Settings(_env_file=env_file_for(app_env))  # type: ignore[call-arg]
+        return Settings(_env_file=env_file_for(app_env))
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

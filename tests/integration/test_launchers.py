@@ -100,13 +100,16 @@ def test_beat_fires_the_periodic_task(launch: LaunchFn, client: CeleryClient) ->
     env = {"HEARTBEAT_INTERVAL_SECONDS": "1"}
     start_worker(launch, node_name("beat-consumer"), "-l", "info", "--concurrency=1", env=env)
     beat = launch("run_celery_beat.py", env=env)
-    first = float(wait_until(lambda: store.get(HEARTBEAT_KEY), timeout=30, what="a heartbeat"))
-    later = float(
-        wait_until(
-            lambda: (v := store.get(HEARTBEAT_KEY)) and float(v) > first and v,
-            timeout=10,
-            what="a second heartbeat",
-        )
+
+    def stamp() -> float | None:
+        value = store.get(HEARTBEAT_KEY)
+        return float(str(value)) if value is not None else None
+
+    first = wait_until(stamp, timeout=30, what="a heartbeat")
+    later = wait_until(
+        lambda: (v := stamp()) is not None and v > first and v,
+        timeout=10,
+        what="a second heartbeat",
     )
     assert later - first >= 0.5
     assert "Scheduler: Sending due task heartbeat (tasks.heartbeat)" in beat.output
@@ -121,13 +124,12 @@ def test_flower_sees_the_workers_and_takes_basic_auth(launch: LaunchFn, worker: 
         lambda: httpx.get(f"{url}/healthcheck").status_code == 200, timeout=30, what="flower"
     )
     assert httpx.get(f"{url}/api/workers").status_code == 401
-    workers = wait_until(
-        lambda: worker in (r := httpx.get(f"{url}/api/workers?refresh=1",
-                                          auth=("admin", "flower-pw"), timeout=10)).json() and r,
-        timeout=30,
-        what="flower to list the worker",
-    )  # fmt: skip
-    assert workers.status_code == 200
+
+    def listed() -> bool:
+        r = httpx.get(f"{url}/api/workers?refresh=1", auth=("admin", "flower-pw"), timeout=10)
+        return r.status_code == 200 and worker in r.json()
+
+    wait_until(listed, timeout=30, what="flower to list the worker")
 
 
 def test_api_launcher_flags_win(launch: LaunchFn) -> None:

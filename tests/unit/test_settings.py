@@ -49,7 +49,7 @@ def test_app_env_picks_the_env_file_and_real_env_wins(monkeypatch: pytest.Monkey
 def test_env_file_beats_defaults(tmp_path: Path) -> None:
     env_file = tmp_path / ".env.test"
     env_file.write_text("WORKER_CONCURRENCY=7\n")
-    assert Settings(_env_file=env_file).worker_concurrency == 7  # type: ignore[call-arg]
+    assert Settings(_env_file=env_file).worker_concurrency == 7
     assert Settings().worker_concurrency == 4
 
 
