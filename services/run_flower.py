@@ -17,6 +17,8 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from services.launcher import run_click
 
+NO_AUTH_IN_PROD = "Invalid settings:\n  FLOWER_BASIC_AUTH is required in prod (user:password)"
+
 
 def default_argv(host: str, port: int, db: Path) -> list[str]:
     return [
@@ -37,9 +39,14 @@ def main(user_args: list[str]) -> int:
     from internal.config.setting import get_settings
 
     settings = get_settings()
+    auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else ""
+    if settings.app_env == "prod" and not auth:
+        # Flower shows task arguments and results and can revoke tasks: never open in prod.
+        print(NO_AUTH_IN_PROD, file=sys.stderr)
+        return 1
     settings.flower_db.parent.mkdir(parents=True, exist_ok=True)
-    if settings.flower_basic_auth is not None:
-        os.environ["FLOWER_BASIC_AUTH"] = settings.flower_basic_auth.get_secret_value()
+    if auth:
+        os.environ["FLOWER_BASIC_AUTH"] = auth
     argv = default_argv(settings.listen_host, settings.flower_port, settings.flower_db)
     return run_click(default_celery_client.app.start, [*argv, *user_args])
 

@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     Field,
@@ -25,6 +25,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Docker secrets (compose `secrets:`): one file per setting, e.g. /run/secrets/redis_password.
+SECRETS_DIR = Path("/run/secrets")
 AppEnv = Literal["local", "dev", "prod"]
 
 
@@ -37,8 +39,10 @@ class Settings(BaseSettings):
 
     app_env: AppEnv = "local"
 
-    # Broker and result backend: one Redis unless overridden.
+    # Broker and result backend: one Redis unless overridden. REDIS_PASSWORD (or the secret
+    # file redis_password) is added to every Redis URL that carries no password of its own.
     redis_url: RedisDsn = RedisDsn("redis://localhost:6379/0")
+    redis_password: SecretStr | None = None
     celery_broker_url: RedisDsn | None = None
     celery_result_backend: RedisDsn | None = None
 
@@ -49,6 +53,8 @@ class Settings(BaseSettings):
     # Seconds a stopping worker gets to finish running tasks before it is killed; keep it
     # a little below compose's stop_grace_period so the launcher, not Docker, decides.
     shutdown_grace_seconds: PositiveFloat = 25.0
+    # Touched at every worker heartbeat; the container healthcheck checks its age.
+    worker_liveness_file: Path = Path("/tmp/celery-worker-alive")  # noqa: S108 - per container
 
     # Time limits of every task unless a task sets its own, and the Redis visibility timeout.
     task_soft_time_limit: PositiveFloat = 300.0
@@ -76,12 +82,26 @@ class Settings(BaseSettings):
     readiness_timeout_seconds: PositiveFloat = 1.0
 
     @property
+    def app_redis_url(self) -> str:
+        """The Redis for the app's own keys (heartbeat, submitted tasks)."""
+        return self._authed(self.redis_url)
+
+    @property
     def broker_url(self) -> str:
-        return str(self.celery_broker_url or self.redis_url)
+        return self._authed(self.celery_broker_url or self.redis_url)
 
     @property
     def result_backend(self) -> str:
-        return str(self.celery_result_backend or self.redis_url)
+        return self._authed(self.celery_result_backend or self.redis_url)
+
+    def _authed(self, url: RedisDsn) -> str:
+        parts = urlsplit(str(url))
+        if self.redis_password is None or parts.password is not None:
+            return str(url)
+        password = quote(self.redis_password.get_secret_value(), safe="")
+        return urlunsplit(
+            parts._replace(netloc=f"{parts.username or ''}:{password}@{parts.netloc}")
+        )
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -90,10 +110,8 @@ class Settings(BaseSettings):
         if self.visibility_timeout <= self.task_time_limit:
             raise ValueError("VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT (the longest task)")
         if self.app_env == "prod":
-            if urlsplit(self.broker_url).password is None:
-                raise ValueError("REDIS_URL must carry a password in prod (redis://:PASS@host)")
-            if self.flower_basic_auth is None:
-                raise ValueError("FLOWER_BASIC_AUTH is required in prod (user:password)")
+            if not urlsplit(self.broker_url).password:
+                raise ValueError("REDIS_PASSWORD is required in prod (or a password in REDIS_URL)")
             if self.reload:
                 raise ValueError("RELOAD must be off in prod")
         return self
@@ -130,7 +148,10 @@ def load_settings() -> Settings:
     """Read and validate settings; on a bad value stop with a message naming the variable."""
     app_env = os.environ.get("APP_ENV")
     try:
-        return Settings(_env_file=env_file_for(app_env))
+        return Settings(
+            _env_file=env_file_for(app_env),
+            _secrets_dir=SECRETS_DIR if SECRETS_DIR.is_dir() else None,
+        )
     except ValidationError as exc:
         lines = []
         for err in exc.errors():

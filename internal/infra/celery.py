@@ -46,4 +46,5 @@ def build_celery_client(settings: Settings) -> CeleryClient:
     # Each worker process opens its own Redis connections after fork, and closes them at exit.
     client.on_worker_process_start(reset_redis)
     client.on_worker_process_shutdown(reset_redis)
+    client.write_liveness_file(settings.worker_liveness_file)
     return client

@@ -20,7 +20,7 @@ def get_redis() -> redis.Redis:
     if _client is None:
         settings = get_settings()
         _client = redis.Redis.from_url(
-            str(settings.redis_url),
+            settings.app_redis_url,
             socket_connect_timeout=settings.readiness_timeout_seconds,
             socket_timeout=settings.api_broker_timeout_seconds,
             health_check_interval=30,

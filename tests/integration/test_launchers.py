@@ -141,3 +141,9 @@ def test_api_launcher_flags_win(launch: LaunchFn) -> None:
         what="the API",
     )
     assert "Uvicorn running" not in proc.output  # info lines are off at warning level
+
+
+def test_flower_refuses_to_start_in_prod_without_credentials(launch: LaunchFn) -> None:
+    proc = launch("run_flower.py", env={"APP_ENV": "prod", "REDIS_PASSWORD": "pw"})
+    assert proc.proc.wait(timeout=60) == 1
+    assert "FLOWER_BASIC_AUTH is required in prod" in proc.output

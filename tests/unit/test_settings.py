@@ -14,7 +14,8 @@ from internal.config.setting import (
 
 SETTINGS_VARS = (
     "APP_ENV", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WORKER_CONCURRENCY",
-    "RELOAD", "FLOWER_BASIC_AUTH", "TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT", "VISIBILITY_TIMEOUT",
+    "RELOAD", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT",
+    "VISIBILITY_TIMEOUT",
 )  # fmt: skip
 
 
@@ -86,13 +87,19 @@ def test_bad_value_stops_start_naming_the_variable(
 def test_prod_requires_its_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("APP_ENV", "prod")
     monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
-    with pytest.raises(SettingsError, match="REDIS_URL must carry a password"):
+    with pytest.raises(SettingsError, match="REDIS_PASSWORD is required in prod"):
         load_settings()
-    monkeypatch.setenv("REDIS_URL", "redis://:s3cret-pw@redis:6379/0")
-    with pytest.raises(SettingsError, match="FLOWER_BASIC_AUTH is required"):
-        load_settings()
-    monkeypatch.setenv("FLOWER_BASIC_AUTH", "admin:flower-pw")
-    assert load_settings().app_env == "prod"
+    monkeypatch.setenv("REDIS_PASSWORD", "s3cret/pw")
+    s = load_settings()
+    assert s.broker_url == s.result_backend == "redis://:s3cret%2Fpw@redis:6379/0"
+    assert s.app_redis_url == s.broker_url
+
+
+def test_secrets_are_read_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "redis_password").write_text("from-a-file")
+    monkeypatch.setenv("REDIS_URL", "redis://redis:6379/0")
+    s = Settings(_secrets_dir=tmp_path)
+    assert s.broker_url == "redis://:from-a-file@redis:6379/0"
 
 
 def test_secrets_never_in_errors_or_summaries(monkeypatch: pytest.MonkeyPatch) -> None:

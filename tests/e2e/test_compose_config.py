@@ -1,0 +1,75 @@
+"""What `docker compose config` says, for dev and prod: one broker, queues consumed, no secrets."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from internal.tasks.celery.queues import ALL_QUEUES
+from tests.e2e.conftest import FLOWER_PASSWORD, REDIS_PASSWORD, write_secrets
+from tests.e2e.stack import Stack, require_docker
+from tests.support.processes import REPO_ROOT
+
+CELERY_SPEAKING = ("api", "worker", "beat", "flower")
+BROKER_KEYS = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "APP_ENV")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _docker() -> None:
+    require_docker()
+
+
+@pytest.mark.parametrize(("profile", "suffix"), [("dev", ""), ("prod", "-prod")])
+def test_every_celery_service_reads_the_same_broker(profile: str, suffix: str) -> None:
+    config = Stack(Path(REPO_ROOT), profile=profile).config()
+    services = config["services"]
+    assert set(services) == {f"{name}{suffix}" for name in ("redis", *CELERY_SPEAKING)}
+    seen = {
+        name: {k: services[f"{name}{suffix}"]["environment"].get(k) for k in BROKER_KEYS}
+        for name in CELERY_SPEAKING
+    }
+    assert seen["api"]["REDIS_URL"], "REDIS_URL must be set"
+    for name in CELERY_SPEAKING:
+        assert seen[name] == seen["api"], f"{name} differs from api: {seen}"
+    worker = services[f"worker{suffix}"]
+    queues = worker["command"][worker["command"].index("-Q") + 1].split(",")
+    assert sorted(queues) == sorted(ALL_QUEUES), "the compose worker must consume every queue"
+
+
+def test_prod_config_shows_no_secret_values(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "compose.yaml", tmp_path)
+    for name in (".env", ".env.dev", ".env.prod"):
+        shutil.copy(REPO_ROOT / name, tmp_path)
+    write_secrets(tmp_path)
+    result = Stack(tmp_path, profile="prod").compose("config")
+    assert "redis_password" in result.stdout
+    assert REDIS_PASSWORD not in result.stdout
+    assert FLOWER_PASSWORD not in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["redis_password", "flower_basic_auth"])
+def test_prod_refuses_to_start_without_its_secrets(images: Path, missing: str) -> None:
+    write_secrets(images, **{missing: None})
+    stack = Stack(images, profile="prod")
+    try:
+        result = stack.compose("up", "-d", "--no-build", check=False, timeout=120)
+    finally:
+        stack.down()
+    assert result.returncode != 0
+    assert f"bind source path does not exist: {images}/secrets/{missing}" in result.stderr
+
+
+def test_prod_refuses_an_empty_redis_password(images: Path) -> None:
+    write_secrets(images, redis_password="")
+    stack = Stack(images, profile="prod")
+    try:
+        result = stack.compose(
+            "up", "-d", "--wait", "--no-build", "redis-prod", check=False, timeout=120
+        )
+        logs = stack.logs("redis-prod")
+    finally:
+        stack.down()
+    assert result.returncode != 0
+    assert "secrets/redis_password is empty: refusing to start" in logs
