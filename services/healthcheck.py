@@ -17,7 +17,7 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 
 def http_ok(port: int, path: str) -> bool:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:  # noqa: S310
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=3) as response:
         return bool(response.status == 200)
 
 

@@ -54,7 +54,7 @@ class Settings(BaseSettings):
     # a little below compose's stop_grace_period so the launcher, not Docker, decides.
     shutdown_grace_seconds: PositiveFloat = 25.0
     # Touched at every worker heartbeat; the container healthcheck checks its age.
-    worker_liveness_file: Path = Path("/tmp/celery-worker-alive")  # noqa: S108 - per container
+    worker_liveness_file: Path = Path("/tmp/celery-worker-alive")
 
     # Time limits of every task unless a task sets its own, and the Redis visibility timeout.
     task_soft_time_limit: PositiveFloat = 300.0

@@ -61,7 +61,7 @@ def test_flower_lists_the_worker_and_the_task(dev_stack: Stack) -> None:
 
     def task_in_flower() -> bool:
         tasks = httpx.get(f"{flower(dev_stack)}/api/tasks", timeout=10).json()
-        return tasks.get(task_id, {}).get("state") == "SUCCESS"
+        return bool(tasks.get(task_id, {}).get("state") == "SUCCESS")
 
     wait_until(task_in_flower, timeout=30, what="the task in flower")
 
