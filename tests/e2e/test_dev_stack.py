@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 import uuid
@@ -67,10 +68,12 @@ def test_flower_lists_the_worker_and_the_task(dev_stack: Stack) -> None:
 
 
 def test_flower_dashboard_in_a_browser(dev_stack: Stack) -> None:
-    playwright = pytest.importorskip("playwright.sync_api")
     chromium = Path("/usr/bin/chromium")
     if not chromium.exists():
-        pytest.skip("Debian's chromium is not installed (.ci/run installs it)")
+        if os.environ.get("REQUIRE_BROWSER") == "1":
+            pytest.fail("REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright import sync_api as playwright
     run_add(dev_stack, 2, 3)
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:

@@ -1,0 +1,101 @@
+"""The prod profile, hardened: only prod services, non-root, read-only, secrets, auth."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import FLOWER_PASSWORD, FLOWER_USER, REDIS_PASSWORD
+from tests.e2e.stack import Stack
+from tests.support.processes import wait_until
+
+pytestmark = pytest.mark.e2e
+APP_SERVICES = ("api-prod", "worker-prod", "beat-prod", "flower-prod")
+
+
+def inspect(container: str) -> dict[str, Any]:
+    out = subprocess.run(
+        ["docker", "inspect", container], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    return dict(json.loads(out)[0])
+
+
+def container(stack: Stack, service: str) -> str:
+    (cid,) = stack.container_ids(service)
+    return cid
+
+
+def test_only_prod_services_run(prod_stack: Stack) -> None:
+    assert prod_stack.running_services() == {"redis-prod", *APP_SERVICES}
+
+
+def test_a_task_completes_through_the_prod_api(prod_stack: Stack) -> None:
+    url = f"http://127.0.0.1:{prod_stack.port('api-prod', 8000)}"
+    r = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 40, "y": 2}, timeout=10)
+    assert r.status_code == 202, r.text
+    done = wait_until(
+        lambda: (s := httpx.get(r.json()["status_url"], timeout=10).json())["ready"] and s,
+        timeout=30,
+        what="the task",
+    )
+    assert done["result"] == 42
+
+
+def test_flower_requires_credentials(prod_stack: Stack) -> None:
+    url = f"http://127.0.0.1:{prod_stack.port('flower-prod', 5555)}"
+    assert httpx.get(f"{url}/healthcheck", timeout=10).status_code == 200  # probes need no auth
+    assert httpx.get(f"{url}/", timeout=10).status_code == 401
+    assert httpx.get(f"{url}/api/workers", timeout=10).status_code == 401
+    bad = httpx.get(f"{url}/api/workers", auth=(FLOWER_USER, "wrong"), timeout=10)
+    assert bad.status_code == 401
+    good = httpx.get(f"{url}/api/workers", auth=(FLOWER_USER, FLOWER_PASSWORD), timeout=10)
+    assert good.status_code == 200
+
+
+@pytest.mark.parametrize("service", APP_SERVICES)
+def test_processes_are_non_root_on_a_read_only_root(prod_stack: Stack, service: str) -> None:
+    uids = prod_stack.compose(
+        "exec", "-T", service, "sh", "-c", "grep -h '^Uid:' /proc/[0-9]*/status"
+    ).stdout.split("\n")
+    real_uids = {line.split()[1] for line in uids if line.strip()}
+    assert real_uids == {"10001"}, uids
+    touch = prod_stack.compose("exec", "-T", service, "touch", "/app/probe", check=False)
+    assert touch.returncode != 0 and "Read-only file system" in touch.stderr
+
+    host = inspect(container(prod_stack, service))["HostConfig"]
+    assert host["ReadonlyRootfs"] is True
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert host["CapDrop"] == ["ALL"]
+
+
+def test_no_secret_in_container_environment_or_image(prod_stack: Stack) -> None:
+    for service in (*APP_SERVICES, "redis-prod"):
+        details = json.dumps(inspect(container(prod_stack, service))["Config"])
+        assert REDIS_PASSWORD not in details and FLOWER_PASSWORD not in details, service
+    history = subprocess.run(
+        ["docker", "history", "--no-trunc", "fastapi-celery:prod"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+    assert REDIS_PASSWORD not in history and "secrets" not in history
+
+
+def test_redis_is_not_published_and_requires_its_password(prod_stack: Stack) -> None:
+    assert prod_stack.compose("port", "redis-prod", "6379", check=False).returncode != 0
+    networks = inspect(container(prod_stack, "redis-prod"))["NetworkSettings"]
+    assert not any(networks["Ports"].values())
+    ip = next(iter(networks["Networks"].values()))["IPAddress"]
+    with socket.create_connection((ip, 6379), timeout=5) as conn:
+        conn.sendall(b"PING\r\n")
+        assert conn.recv(64).startswith(b"-NOAUTH")
+
+
+def test_beat_state_is_written_by_the_non_root_user(prod_stack: Stack) -> None:
+    out = prod_stack.compose(
+        "exec", "-T", "beat-prod", "stat", "-c", "%u %n", "/var/lib/celery/beat/celerybeat-schedule"
+    ).stdout
+    assert out.split()[0] == "10001"
