@@ -74,6 +74,7 @@ def test_flower_dashboard_in_a_browser(dev_stack: Stack) -> None:
             pytest.fail("REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
     from playwright import sync_api as playwright
+
     run_add(dev_stack, 2, 3)
     ARTIFACTS.mkdir(exist_ok=True)
     with playwright.sync_playwright() as p:
