@@ -93,6 +93,13 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # process running it died. At-least-once: tasks must be idempotent.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
+        # ...but a task that kills its process every time (a segfault, an OOM) must not be
+        # redelivered forever: retry it as a new message counted against the task's
+        # max_retries (default 3), then record FAILURE (WorkerLostError).
+        "task_retry_on_worker_lost": True,
+        # Delay of a retry that names no countdown, worker-loss retries included (Celery's
+        # default is 3 minutes, too long for a task that was merely interrupted).
+        "task_default_retry_delay": 2,
         # One message at a time per process: a long task does not hold others hostage.
         "worker_prefetch_multiplier": 1,
         "broker_transport_options": {"visibility_timeout": limits.visibility_timeout},

@@ -13,6 +13,7 @@ from internal.config.setting import get_settings
 _client: redis.Redis | None = None
 
 HEARTBEAT_KEY = "app:beat:heartbeat"
+ORDERS_KEY = "app:orders"
 
 
 def get_redis() -> redis.Redis:

@@ -99,3 +99,10 @@ def test_beat_state_is_written_by_the_non_root_user(prod_stack: Stack) -> None:
         "exec", "-T", "beat-prod", "stat", "-c", "%u %n", "/var/lib/celery/beat/celerybeat-schedule"
     ).stdout
     assert out.split()[0] == "10001"
+
+
+def test_no_secret_in_any_log(prod_stack: Stack) -> None:
+    logs = prod_stack.compose("logs", "--no-color").stdout
+    assert "redis-prod:6379" in logs  # the broker URL is logged, masked
+    assert REDIS_PASSWORD not in logs
+    assert FLOWER_PASSWORD not in logs

@@ -35,6 +35,11 @@ class FlakyFetchBody(TaskBody):
     )
 
 
+class RecordOrderBody(TaskBody):
+    order_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    work_seconds: float = Field(default=0.0, ge=0, le=60, description="Simulated work")
+
+
 @dataclass(frozen=True)
 class PublicTask:
     celery_name: str
@@ -53,5 +58,10 @@ PUBLIC_TASKS: dict[str, PublicTask] = {
         queues.FLAKY_FETCH,
         FlakyFetchBody,
         "Fails transiently `fail_times` times, retried with exponential backoff.",
+    ),
+    "record_order": PublicTask(
+        queues.RECORD_ORDER,
+        RecordOrderBody,
+        "Records an order idempotently (keyed by `order_id`): safe to run twice.",
     ),
 }

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import time
 from typing import Any
 
@@ -10,7 +13,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
-from internal.infra.redis import HEARTBEAT_KEY, get_redis
+from internal.infra.redis import HEARTBEAT_KEY, ORDERS_KEY, get_redis
 from internal.tasks.celery import queues
 
 logger = get_task_logger(__name__)
@@ -66,3 +69,23 @@ def flaky_fetch(self: Task, fail_times: int = 2) -> dict[str, int]:
 def heartbeat() -> None:
     """Periodic task run by beat: stamps the time in Redis, so anyone can see beat is alive."""
     get_redis().set(HEARTBEAT_KEY, f"{time.time():.3f}")
+
+
+@shared_task(name=queues.RECORD_ORDER, bind=True)
+def record_order(self: Task, order_id: str, work_seconds: float = 0.0) -> dict[str, Any]:
+    """Idempotent side effect: the effect is keyed by ``order_id``, so a redelivered copy (its
+    worker died mid-task) overwrites the same entry instead of recording the order twice.
+    Attempts are counted too, so redelivery is visible."""
+    store = get_redis()
+    attempts = store.hincrby(f"{ORDERS_KEY}:attempts", order_id, 1)
+    time.sleep(work_seconds)
+    effect = {"order_id": order_id, "task_id": self.request.id, "attempts": attempts}
+    store.hset(ORDERS_KEY, order_id, json.dumps(effect))
+    return effect
+
+
+@shared_task(name=queues.POISON_PILL, max_retries=2)
+def poison_pill() -> None:
+    """Kills the process running it, as a segfault or an OOM kill would. Shows the cap on
+    redelivery: retried on worker loss up to max_retries, then FAILURE (WorkerLostError)."""
+    os.kill(os.getpid(), signal.SIGKILL)
