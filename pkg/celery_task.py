@@ -13,11 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from celery.result import AsyncResult
 
 # Every ready state means the task will not run again; everything else may still change.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
+
+
+class BaseTask(Task):  # type: ignore[misc]
+    """Base of every task of a CeleryClient's app."""
+
+    # Delay of a retry that names no countdown, worker-loss retries included. Celery's default
+    # is 3 minutes: far too long for a task that was merely interrupted by a dying process.
+    default_retry_delay = 2
 
 
 class ExitCodeCelery(Celery):  # type: ignore[misc]
@@ -97,12 +105,15 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # redelivered forever: retry it as a new message counted against the task's
         # max_retries (default 3), then record FAILURE (WorkerLostError).
         "task_retry_on_worker_lost": True,
-        # Delay of a retry that names no countdown, worker-loss retries included (Celery's
-        # default is 3 minutes, too long for a task that was merely interrupted).
-        "task_default_retry_delay": 2,
         # One message at a time per process: a long task does not hold others hostage.
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {"visibility_timeout": limits.visibility_timeout},
+        "broker_transport_options": {
+            "visibility_timeout": limits.visibility_timeout,
+            # Look for tasks of dead workers to redeliver every 10 s (kombu's default scans
+            # only every 10th sweep: up to 100 s on top of the visibility timeout).
+            "unacked_restore_interval": 10,
+            "unacked_restore_throttle": 1,
+        },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         # A publish to a broker that is down fails in about a second instead of hanging.
         "task_publish_retry_policy": {
@@ -141,6 +152,7 @@ class CeleryClient:
             broker=broker_url,
             backend=backend_url or broker_url,
             include=list(include),
+            task_cls=BaseTask,
             set_as_current=False,
         )
         self.app.conf.update(production_defaults(self.limits, default_queue))

@@ -55,8 +55,8 @@ def redis_server_binary() -> str:
 class Redis:
     """A redis-server on a free loopback port, data in a temp dir, gone after ``stop``."""
 
-    def __init__(self, workdir: Path, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(self, workdir: Path, *extra: str, port: int | None = None) -> None:
+        self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(

@@ -1,0 +1,82 @@
+"""Warm shutdown keeps every task; a broker missing at start is waited for, not crashed on."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import httpx
+
+from internal.tasks.celery import queues
+from tests.conftest import LaunchFn, node_name, start_worker
+from tests.faults.conftest import Isolated
+from tests.support.processes import Redis, free_port, wait_until
+
+
+def test_sigterm_finishes_running_tasks_and_keeps_queued_ones(
+    launch: LaunchFn, isolated: Isolated
+) -> None:
+    env = {"REDIS_URL": isolated.url}
+    worker = start_worker(
+        launch, node_name("warm"), "-l", "info", "-Q", "slow", "--concurrency=2", env=env
+    )
+    long = {"steps": 6, "step_seconds": 0.5}
+    tasks = [isolated.client.submit(task_name=queues.LONG_REPORT, kwargs=long) for _ in range(5)]
+    wait_until(
+        lambda: sum(t.state == "PROGRESS" for t in tasks) == 2, timeout=30, what="two running"
+    )
+    running = [t for t in tasks if t.state == "PROGRESS"]
+    stopping = time.monotonic()
+    assert worker.stop(signal.SIGTERM) == 0
+    shutdown_seconds = time.monotonic() - stopping
+    assert all(t.state == "SUCCESS" and t.result["complete"] for t in running)
+    queued = isolated.store.llen(queues.SLOW_QUEUE)
+    print(
+        f"\nwarm shutdown: {len(running)} running finished in {shutdown_seconds:.1f} s, "
+        f"{queued} stayed queued"
+    )
+    assert queued == 3
+
+    start_worker(launch, node_name("after"), "-l", "info", "-Q", "slow", "--concurrency=2", env=env)
+    results = [t.get(timeout=60) for t in tasks]
+    print(
+        f"after restart: {len(results)} of {len(tasks)} completed, lost {len(tasks) - len(results)}"
+    )
+    assert all(r["complete"] for r in results)
+
+
+def test_services_wait_for_a_broker_that_is_not_there_yet(launch: LaunchFn, tmp_path: Path) -> None:
+    port = free_port()
+    env = {"REDIS_URL": f"redis://127.0.0.1:{port}/0", "HEARTBEAT_INTERVAL_SECONDS": "1"}
+    name = node_name("patient")
+    worker = launch("run_celery_worker.py", "-n", name, "-l", "info", "--concurrency=1", env=env)
+    beat = launch("run_celery_beat.py", env=env)
+    api_port = free_port()
+    launch("run_api.py", "--port", str(api_port), env=env)
+    api = f"http://127.0.0.1:{api_port}"
+    wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=30, what="api")
+    worker.wait_for_output("consumer: Cannot connect to redis://", timeout=30)
+    assert httpx.get(f"{api}/readyz", timeout=10).status_code == 503
+    time.sleep(3)
+    assert worker.proc.poll() is None and beat.proc.poll() is None, "a service gave up"
+
+    redis = Redis(tmp_path / "late-redis", port=port)
+    try:
+        worker.wait_for_output(f"{name} ready.", timeout=60)
+        wait_until(
+            lambda: httpx.get(f"{api}/readyz", timeout=10).status_code == 200,
+            timeout=30,
+            what="the API to become ready",
+        )
+        r = httpx.post(f"{api}/api/v1/tasks/add", json={"x": 1, "y": 2}, timeout=10)
+        assert r.status_code == 202
+        status_url = r.json()["status_url"]
+        wait_until(
+            lambda: httpx.get(status_url, timeout=10).json()["result"] == 3,
+            timeout=30,
+            what="the task",
+        )
+        beat.wait_for_output("Sending due task heartbeat", timeout=30)
+    finally:
+        redis.stop()
