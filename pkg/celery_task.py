@@ -125,7 +125,6 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # Events let Flower see tasks and workers as they come and go.
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_hijack_root_logger": False,
     }
 
 

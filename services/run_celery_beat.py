@@ -2,10 +2,16 @@
 
 Defaults: log level info, schedule file in BEAT_SCHEDULE_DIR (created if missing, so a non-root
 user can keep it on a writable volume); user flags win. ``--reload`` restarts it on code changes.
+
+Only one beat runs at a time, whatever is scaled: beat first takes a Redis lock (renewed while it
+runs). A second beat stands by and takes over within BEAT_LOCK_TTL_SECONDS if the first dies.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,20 +20,41 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from services.launcher import launch
 
+BEAT_LOCK = "app:beat:lock"
+
 
 def default_argv(schedule_dir: Path) -> list[str]:
     return ["beat", "-l", "info", "--schedule", str(schedule_dir / "celerybeat-schedule")]
 
 
-def main(user_args: list[str]) -> int:
+def stop_this_process() -> None:
+    # Beat's own SIGTERM handling: a clean stop, schedule file synced.
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def start_single_beat(argv: list[str]) -> int | None:
     from internal.celery_tasks import default_celery_client
+    from internal.config.setting import get_settings
+    from internal.infra.redis import get_redis
+    from pkg.singleton_lock import SingletonLock
+
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s: %(levelname)s/beat-lock] %(message)s"
+    )
+    ttl = get_settings().beat_lock_ttl_seconds
+    with SingletonLock(get_redis(), BEAT_LOCK, ttl=ttl, on_lost=stop_this_process):
+        code: int | None = default_celery_client.app.start(argv)
+        return code
+
+
+def main(user_args: list[str]) -> int:
     from internal.config.setting import get_settings
 
     settings = get_settings()
     settings.beat_schedule_dir.mkdir(parents=True, exist_ok=True)
     return launch(
         __file__,
-        default_celery_client.app.start,
+        start_single_beat,
         default_argv(settings.beat_schedule_dir),
         user_args,
         reload_default=settings.reload,

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     # Beat keeps its schedule file here: a directory the (non-root) beat user can write.
     beat_schedule_dir: Path = Path("/tmp/celerybeat")
     heartbeat_interval_seconds: PositiveFloat = 10.0
+    # One beat at a time: a standby takes over this long after the active one died.
+    beat_lock_ttl_seconds: PositiveFloat = 30.0
 
     # Flower: basic auth as "user:password[,user2:password2]"; required in prod.
     flower_basic_auth: SecretStr | None = None
