@@ -16,6 +16,8 @@ from typing import Any
 from celery import Celery, Task, signals
 from celery.result import AsyncResult
 
+from pkg import kombu_patches  # noqa: F401 - applies a crash workaround on import
+
 # Every ready state means the task will not run again; everything else may still change.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
