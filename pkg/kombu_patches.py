@@ -24,8 +24,8 @@ from kombu.transport import redis as kombu_redis
 
 log = logging.getLogger(__name__)
 
-_original_restore_unacked = kombu_redis.QoS.restore_unacked
-_original_restore_visible = kombu_redis.QoS.restore_visible
+_original_restore_unacked: Any = kombu_redis.QoS.restore_unacked
+_original_restore_visible: Any = kombu_redis.QoS.restore_visible
 _orphaned: set[str] = set()
 _orphaned_lock = threading.Lock()
 
@@ -61,8 +61,8 @@ def _restore_visible(self: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def apply() -> None:
-    kombu_redis.QoS.restore_unacked = _restore_unacked
-    kombu_redis.QoS.restore_visible = _restore_visible
+    kombu_redis.QoS.restore_unacked = _restore_unacked  # type: ignore[method-assign]
+    kombu_redis.QoS.restore_visible = _restore_visible  # type: ignore[method-assign]
 
 
 apply()

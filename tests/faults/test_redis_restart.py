@@ -21,7 +21,7 @@ def test_tasks_survive_and_services_reconnect(launch: LaunchFn, tmp_path: Path) 
     data = tmp_path / "redis-data"
     server = Redis(data, *AOF)
     url = server.url(0)
-    client = build_celery_client(Settings(redis_url=url))  # type: ignore[arg-type]
+    client = build_celery_client(Settings(redis_url=url))
     env = {"REDIS_URL": url}
     worker = start_worker(
         launch, node_name("reconnect"), "-l", "info", "-Q", "default", "--concurrency=2", env=env
