@@ -15,6 +15,9 @@ from internal.infra.celery import build_celery_client
 from pkg.celery_task import CeleryClient
 from tests.support.processes import REPO_ROOT, Launched, Redis, free_port, wait_until
 
+# The compose fixtures (images, dev_stack, prod_stack) for tests/e2e and tests/faults.
+pytest_plugins = ["tests.support.stack_fixtures"]
+
 LaunchFn = Callable[..., Launched]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from internal.tasks.celery.queues import ALL_QUEUES
-from tests.e2e.conftest import FLOWER_PASSWORD, REDIS_PASSWORD, write_secrets
-from tests.e2e.stack import Stack, require_docker
 from tests.support.processes import REPO_ROOT
+from tests.support.stack import Stack, require_docker
+from tests.support.stack_fixtures import FLOWER_PASSWORD, REDIS_PASSWORD, write_secrets
 
 CELERY_SPEAKING = ("api", "worker", "beat", "flower")
 BROKER_KEYS = ("REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "APP_ENV")

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.stack import Stack
 from tests.support.processes import REPO_ROOT, wait_until
+from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import FLOWER_PASSWORD, FLOWER_USER, REDIS_PASSWORD
-from tests.e2e.stack import Stack
 from tests.support.processes import wait_until
+from tests.support.stack import Stack
+from tests.support.stack_fixtures import FLOWER_PASSWORD, FLOWER_USER, REDIS_PASSWORD
 
 pytestmark = pytest.mark.e2e
 APP_SERVICES = ("api-prod", "worker-prod", "beat-prod", "flower-prod")

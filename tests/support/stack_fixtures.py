@@ -1,4 +1,5 @@
-"""End-to-end fixtures: images built once per session, stacks on throwaway project names."""
+"""Compose fixtures (registered in tests/conftest.py): images built once per session, stacks on
+throwaway project names, always torn down."""
 
 from __future__ import annotations
 
@@ -8,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.stack import Stack, copy_repo, require_docker
 from tests.support.processes import free_port
-
-pytestmark = pytest.mark.e2e
+from tests.support.stack import Stack, copy_repo, require_docker
 
 REDIS_PASSWORD = "e2e-redis-pw-7f3a"
 FLOWER_USER, FLOWER_PASSWORD = "admin", "e2e-flower-pw"
@@ -70,13 +69,22 @@ def dev_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack.down()
 
 
-@pytest.fixture(scope="module")
-def prod_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def start_prod_stack(tmp_path_factory: pytest.TempPathFactory, extra_settings: str = "") -> Stack:
+    """A prod stack from a copy of the repo; ``extra_settings`` lines go into its .env.prod."""
     tree = copy_repo(tmp_path_factory.mktemp("prod") / "repo")
     write_secrets(tree)
+    if extra_settings:
+        with (tree / ".env.prod").open("a") as env_file:
+            env_file.write(extra_settings)
     env: dict[str, str | None] = {"API_PORT": str(free_port()), "FLOWER_PORT": str(free_port())}
     stack = Stack(tree, profile="prod", env=env)
     print(f"\nprod stack: up to healthy in {_up(stack):.1f} s")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def prod_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_prod_stack(tmp_path_factory)
     try:
         yield stack
     finally:
