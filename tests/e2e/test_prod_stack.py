@@ -34,6 +34,15 @@ def test_only_prod_services_run(prod_stack: Stack) -> None:
     assert prod_stack.running_services() == {"redis-prod", *APP_SERVICES}
 
 
+def test_redis_runs_as_its_own_user_without_capabilities(prod_stack: Stack) -> None:
+    uids = prod_stack.compose(
+        "exec", "-T", "redis-prod", "sh", "-c", "grep -h '^Uid:' /proc/[0-9]*/status"
+    ).stdout.split("\n")
+    assert "0" not in {line.split()[1] for line in uids if line.strip()}, uids
+    host = inspect(container(prod_stack, "redis-prod"))["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"]
+
+
 def test_a_task_completes_through_the_prod_api(prod_stack: Stack) -> None:
     url = f"http://127.0.0.1:{prod_stack.port('api-prod', 8000)}"
     r = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 40, "y": 2}, timeout=10)
