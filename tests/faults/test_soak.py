@@ -27,7 +27,7 @@ PAUSE = 0.1  # between one client's requests: a steady load, not a flood
 
 def rss_mb(proc: psutil.Process) -> float:
     procs = [proc, *proc.children(recursive=True)]
-    return sum(p.memory_info().rss for p in procs if p.is_running()) / 2**20
+    return float(sum(p.memory_info().rss for p in procs if p.is_running())) / 2**20
 
 
 def pick_task(rng: random.Random, n: int) -> tuple[str, dict[str, object]]:
