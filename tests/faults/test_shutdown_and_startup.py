@@ -52,14 +52,19 @@ def test_services_wait_for_a_broker_that_is_not_there_yet(launch: LaunchFn, tmp_
     name = node_name("patient")
     worker = launch("run_celery_worker.py", "-n", name, "-l", "info", "--concurrency=1", env=env)
     beat = launch("run_celery_beat.py", env=env)
-    api_port = free_port()
+    api_port, flower_port = free_port(), free_port()
     launch("run_api.py", "--port", str(api_port), env=env)
+    flower = launch(
+        "run_flower.py", f"--port={flower_port}", env={**env, "FLOWER_BASIC_AUTH": "u:p"}
+    )
     api = f"http://127.0.0.1:{api_port}"
     wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=30, what="api")
     worker.wait_for_output("consumer: Cannot connect to redis://", timeout=30)
+    flower.wait_for_output("Failed to capture events", timeout=30)
     assert httpx.get(f"{api}/readyz", timeout=10).status_code == 503
     time.sleep(3)
-    assert worker.proc.poll() is None and beat.proc.poll() is None, "a service gave up"
+    for service in (worker, beat, flower):
+        assert service.proc.poll() is None, f"{service.log_path.name} gave up"
 
     redis = Redis(tmp_path / "late-redis", port=port)
     try:
@@ -78,5 +83,12 @@ def test_services_wait_for_a_broker_that_is_not_there_yet(launch: LaunchFn, tmp_
             what="the task",
         )
         beat.wait_for_output("Sending due task heartbeat", timeout=30)
+
+        def flower_lists_worker() -> bool:
+            r = httpx.get(f"http://127.0.0.1:{flower_port}/api/workers?refresh=1",
+                          auth=("u", "p"), timeout=10)  # fmt: skip
+            return r.status_code == 200 and name in r.json()
+
+        wait_until(flower_lists_worker, timeout=30, what="flower to see the worker")
     finally:
         redis.stop()
