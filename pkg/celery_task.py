@@ -194,8 +194,7 @@ class CeleryClient:
     # -- inspecting -------------------------------------------------------------------------
     def status(self, task_id: str) -> TaskStatus:
         """State, result or error, progress meta and completion time of one task."""
-        res = AsyncResult(task_id, app=self.app)
-        meta = res.backend.get_task_meta(task_id)
+        meta = self.app.backend.get_task_meta(task_id)
         state = str(meta.get("status", "PENDING"))
         payload = meta.get("result")
         result = error = progress = None

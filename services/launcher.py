@@ -33,12 +33,6 @@ FINAL_EXIT_CODES = frozenset({0, 2})
 log = logging.getLogger("launcher")
 
 
-def refuse_windows() -> None:
-    if os.name == "nt":
-        print(WINDOWS_MESSAGE, file=sys.stderr)
-        raise SystemExit(1)
-
-
 def split_reload_flag(args: Sequence[str]) -> tuple[bool | None, list[str]]:
     """Take the launcher's own ``--reload`` / ``--no-reload`` out of the user's flags."""
     choice: bool | None = None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from internal.config.setting import Settings
@@ -33,7 +35,7 @@ def test_every_routed_queue_is_consumed_by_the_documented_worker_command() -> No
         assert route["queue"] in queues.ALL_QUEUES, task_name
 
 
-def test_default_queue_is_the_launchers(registered: set[str]) -> None:
+def test_default_queue_is_the_launchers() -> None:
     client = build_celery_client(Settings())
     assert client.app.conf.task_default_queue == queues.DEFAULT_QUEUE
 
@@ -58,9 +60,7 @@ def test_reload_flag_is_the_launchers_own() -> None:
     assert split_reload_flag(["-Q", "slow"]) == (None, ["-Q", "slow"])
 
 
-def test_beat_schedule_file_lives_in_the_configured_dir(tmp_path: object) -> None:
-    from pathlib import Path
-
+def test_beat_schedule_file_lives_in_the_configured_dir() -> None:
     argv = run_celery_beat.default_argv(Path("/var/lib/celery/beat"))
     assert argv[argv.index("--schedule") + 1] == "/var/lib/celery/beat/celerybeat-schedule"
 
