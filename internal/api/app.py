@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 
 from internal.api import health, tasks
 from internal.api.body_limit import BodySizeLimitMiddleware
+from internal.api.errors import validation_error
 from internal.config.setting import get_settings
 
 
@@ -19,6 +21,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(tasks.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_exception_handler(RequestValidationError, validation_error)
     return app
 
 
