@@ -35,7 +35,6 @@ class SingletonLock:
         self.on_lost = on_lost
         self._lock = client.lock(name, timeout=ttl, thread_local=False)
         self._stop = threading.Event()
-        self._renewer: threading.Thread | None = None
 
     def __enter__(self) -> SingletonLock:
         waiting_logged = False
@@ -51,8 +50,7 @@ class SingletonLock:
                 log.warning("lock %s is held by another instance: standing by", self.name)
                 waiting_logged = True
         log.info("lock %s acquired", self.name)
-        self._renewer = threading.Thread(target=self._renew, name=f"renew {self.name}", daemon=True)
-        self._renewer.start()
+        threading.Thread(target=self._renew, name=f"renew {self.name}", daemon=True).start()
         return self
 
     def _renew(self) -> None:

@@ -14,6 +14,7 @@ _client: redis.Redis | None = None
 
 HEARTBEAT_KEY = "app:beat:heartbeat"
 ORDERS_KEY = "app:orders"
+ORDER_ATTEMPTS_KEY = "app:orders:attempts"
 
 
 def get_redis() -> redis.Redis:

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
+from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from tests.support.processes import wait_until
 from tests.support.stack import Stack
 from tests.support.stack_fixtures import start_prod_stack
@@ -60,7 +61,7 @@ def redis_cli(stack: Stack, *args: str) -> str:
 
 
 def test_killed_worker_container_loses_no_task(stack: Stack) -> None:
-    redis_cli(stack, "DEL", "app:orders", "app:orders:attempts")
+    redis_cli(stack, "DEL", ORDERS_KEY, ORDER_ATTEMPTS_KEY)
     ids = [
         submit(stack, "record_order", {"order_id": f"k{i}", "work_seconds": 2}) for i in range(6)
     ]
@@ -71,8 +72,8 @@ def test_killed_worker_container_loses_no_task(stack: Stack) -> None:
     killed = time.monotonic()
     stack.compose("start", "worker-prod")
     states = wait_all(stack, ids, timeout=120)
-    effects = int(redis_cli(stack, "HLEN", "app:orders"))
-    attempts = sum(int(v) for v in redis_cli(stack, "HVALS", "app:orders:attempts").split())
+    effects = int(redis_cli(stack, "HLEN", ORDERS_KEY))
+    attempts = sum(int(v) for v in redis_cli(stack, "HVALS", ORDER_ATTEMPTS_KEY).split())
     ok = sum(s["state"] == "SUCCESS" for s in states)
     print(
         f"\nworker container SIGKILLed: submitted {len(ids)}, completed {ok}, lost "

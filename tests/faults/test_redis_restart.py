@@ -10,6 +10,7 @@ import redis as redis_py
 
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
+from internal.infra.redis import ORDERS_KEY
 from internal.tasks.celery import queues
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, free_port, wait_until
@@ -74,7 +75,7 @@ def test_tasks_survive_and_services_reconnect(launch: LaunchFn, tmp_path: Path) 
             f"{len(queued) + len(scheduled) - len(results) - len(done)}"
         )
         assert all(r["complete"] for r in results)
-        assert store.hlen("app:orders") == 3
+        assert store.hlen(ORDERS_KEY) == 3
         assert "Connection to broker lost" in worker.output
     finally:
         server.stop()

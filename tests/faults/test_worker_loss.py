@@ -9,7 +9,7 @@ import time
 import psutil
 from celery.result import AsyncResult
 
-from internal.infra.redis import ORDERS_KEY
+from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from internal.tasks.celery import queues
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
@@ -35,7 +35,7 @@ def started(results: list[AsyncResult]) -> int:
 def report(fault: str, iso: Isolated, results: list[AsyncResult]) -> tuple[int, int, int]:
     done = [r.get(timeout=90) for r in results]
     effects = iso.store.hgetall(ORDERS_KEY)
-    attempts = sum(int(v) for v in iso.store.hgetall(f"{ORDERS_KEY}:attempts").values())
+    attempts = sum(int(v) for v in iso.store.hgetall(ORDER_ATTEMPTS_KEY).values())
     lost = len(results) - len(done)
     print(
         f"\n{fault}: submitted {len(results)}, completed {len(done)}, lost {lost}, "

@@ -13,7 +13,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
-from internal.infra.redis import HEARTBEAT_KEY, ORDERS_KEY, get_redis
+from internal.infra.redis import HEARTBEAT_KEY, ORDER_ATTEMPTS_KEY, ORDERS_KEY, get_redis
 from internal.tasks.celery import queues
 
 logger = get_task_logger(__name__)
@@ -77,7 +77,7 @@ def record_order(self: Task, order_id: str, work_seconds: float = 0.0) -> dict[s
     worker died mid-task) overwrites the same entry instead of recording the order twice.
     Attempts are counted too, so redelivery is visible."""
     store = get_redis()
-    attempts = store.hincrby(f"{ORDERS_KEY}:attempts", order_id, 1)
+    attempts = store.hincrby(ORDER_ATTEMPTS_KEY, order_id, 1)
     time.sleep(work_seconds)
     effect = {"order_id": order_id, "task_id": self.request.id, "attempts": attempts}
     store.hset(ORDERS_KEY, order_id, json.dumps(effect))
