@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, signals
+from celery.app import backends
+from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 
-from pkg import kombu_patches  # noqa: F401 - applies a crash workaround on import
+from pkg import kombu_patches, kombu_speedups  # noqa: F401 - applied on import
 
 # Every ready state means the task will not run again; everything else may still change.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -30,12 +32,32 @@ class BaseTask(Task):  # type: ignore[misc]
     default_retry_delay = 2
 
 
+class RedisResultBackend(RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend, minus the pub/sub SUBSCRIBE it sends for every task sent.
+
+    Celery subscribes the sender to each task's result channel in advance, in case it calls
+    ``AsyncResult.get()``. A sender that never waits (the API reads state on request) pays a
+    Redis command per task and keeps a subscription per task id open. ``get()`` still works: it
+    subscribes when it is called and then reads the stored state, so a result that landed in
+    between is not missed.
+    """
+
+    def on_task_call(self, producer: Any, task_id: str) -> None:
+        return None
+
+
 class ExitCodeCelery(Celery):  # type: ignore[misc]
-    """Celery whose ``worker_main`` returns the worker's exit code.
+    """Celery whose ``worker_main`` returns the worker's exit code, with ``RedisResultBackend``.
 
     Celery's own ``worker_main`` drops the code that ``start`` returns, so a worker that failed
     (broker gone after its retries, a bad option) would look like a clean exit to its launcher.
     """
+
+    def _get_backend(self) -> Any:
+        backend_cls, url = backends.by_url(self.conf.result_backend, self.loader)
+        if backend_cls is RedisBackend:
+            backend_cls = RedisResultBackend
+        return backend_cls(app=self, url=url)
 
     def worker_main(self, argv: Sequence[str] | None = None) -> int:
         argv = list(argv) if argv is not None else None
@@ -91,8 +113,8 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         "task_create_missing_queues": True,
         # Results are for callers that poll; keep them a day, not forever.
         "result_expires": dt.timedelta(days=1),
-        "result_extended": True,
-        "task_track_started": True,
+        "result_extended": False,
+        "task_track_started": False,
         "task_soft_time_limit": limits.soft_time_limit,
         "task_time_limit": limits.time_limit,
         # Wait for the broker at start (with retries) instead of crashing in a loop.
@@ -125,8 +147,8 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
             "interval_max": 0.5,
         },
         # Events let Flower see tasks and workers as they come and go.
-        "worker_send_task_events": True,
-        "task_send_sent_event": True,
+        "worker_send_task_events": False,
+        "task_send_sent_event": False,
     }
 
 
@@ -191,28 +213,38 @@ class CeleryClient:
             **options,
         )
 
+    def submit_many(
+        self,
+        *,
+        task_name: str,
+        kwargs: Iterable[Mapping[str, Any]],
+        queue: str | None = None,
+    ) -> list[str]:
+        """Send one task per ``kwargs`` entry on a single producer (one connection acquire for
+        the batch) and return their ids in order."""
+        options: dict[str, Any] = {} if queue is None else {"queue": queue}
+        with self.app.producer_or_acquire() as producer, producer.batch():
+            return [
+                self.app.send_task(task_name, kwargs=dict(kw), producer=producer, **options).id
+                for kw in kwargs
+            ]
+
     # -- inspecting -------------------------------------------------------------------------
     def status(self, task_id: str) -> TaskStatus:
         """State, result or error, progress meta and completion time of one task."""
-        meta = self.app.backend.get_task_meta(task_id)
-        state = str(meta.get("status", "PENDING"))
-        payload = meta.get("result")
-        result = error = progress = None
-        if state == "SUCCESS":
-            result = payload
-        elif state in ("FAILURE", "RETRY", "REVOKED"):
-            error = _describe_error(payload)
-        elif isinstance(payload, dict):
-            progress = payload
-        return TaskStatus(
-            task_id=task_id,
-            state=state,
-            ready=state in READY_STATES,
-            result=result,
-            error=error,
-            progress=progress,
-            date_done=_as_datetime(meta.get("date_done")),
-        )
+        return task_status(task_id, self.app.backend.get_task_meta(task_id))
+
+    # For callers that read the result backend (Redis) themselves, e.g. with an async client.
+    def result_key(self, task_id: str) -> str:
+        """The backend key (and pub/sub channel) where a task's state is stored."""
+        key = self.app.backend.get_key_for_task(task_id)
+        return key.decode() if isinstance(key, bytes) else str(key)
+
+    def status_from_stored(self, task_id: str, stored: bytes | str | None) -> TaskStatus:
+        """``status`` from the raw value stored at ``result_key`` (None: nothing stored yet)."""
+        if not stored:
+            return task_status(task_id, {"status": "PENDING", "result": None})
+        return task_status(task_id, self.app.backend.decode_result(stored))
 
     def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
         """Revoke a task: queued copies are skipped; with ``terminate`` a running one is
@@ -253,6 +285,27 @@ class CeleryClient:
         """Run ``hook`` in every worker process before it exits."""
         signals.worker_process_shutdown.connect(lambda **_: hook(), weak=False)
         return hook
+
+
+def task_status(task_id: str, meta: Mapping[str, Any]) -> TaskStatus:
+    state = str(meta.get("status", "PENDING"))
+    payload = meta.get("result")
+    result = error = progress = None
+    if state == "SUCCESS":
+        result = payload
+    elif state in ("FAILURE", "RETRY", "REVOKED"):
+        error = _describe_error(payload)
+    elif isinstance(payload, dict):
+        progress = payload
+    return TaskStatus(
+        task_id=task_id,
+        state=state,
+        ready=state in READY_STATES,
+        result=result,
+        error=error,
+        progress=progress,
+        date_done=_as_datetime(meta.get("date_done")),
+    )
 
 
 def _describe_error(payload: Any) -> str | None:

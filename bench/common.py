@@ -1,0 +1,105 @@
+"""What every benchmark shares: rounds, medians and ranges, ratios, and throwaway servers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.processes import REPO_ROOT, wait_until
+
+PYTHON = sys.executable
+
+
+@dataclass(frozen=True)
+class Figure:
+    """Several rounds of one measurement: the table shows the median and the range."""
+
+    values: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    def show(self, fmt: str = "{:,.0f}") -> str:
+        lo, hi = min(self.values), max(self.values)
+        return f"{fmt.format(self.median)} ({fmt.format(lo)} to {fmt.format(hi)})"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table: a figure next to the baseline measured in the same run."""
+
+    benchmark: str
+    metric: str
+    ours: str
+    baseline: str
+    baseline_name: str
+    ratio: float | None
+    target: str = ""
+
+    def markdown(self) -> str:
+        ratio = f"{self.ratio:.2f}x" if self.ratio is not None else "-"
+        return (
+            f"| {self.benchmark} | {self.metric} | {self.ours} | {self.baseline} "
+            f"({self.baseline_name}) | {ratio} | {self.target} |"
+        )
+
+
+TABLE_HEADER = (
+    "| benchmark | metric | this project: median (range) | baseline, same run | ratio | target |\n"
+    "| --- | --- | --- | --- | --- | --- |"
+)
+
+
+def rounds(n: int, measure: Callable[[int], float]) -> Figure:
+    return Figure(tuple(measure(i) for i in range(n)))
+
+
+def percentile(samples: Sequence[float], p: float) -> float:
+    ordered = sorted(samples)
+    index = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+class Process:
+    """A background process with its output in a log file; ``stop`` sends SIGTERM, then kills."""
+
+    def __init__(self, cmd: Sequence[str], env: dict[str, str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            list(cmd),
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), **env},
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.log.name} exited:\n{self.log.read_text()[-3000:]}")
+            return text in self.log.read_text(errors="replace")
+
+        wait_until(seen, timeout=timeout, what=f"{text!r} in {self.log.name}")
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._out.close()
+
+
+def node(prefix: str) -> str:
+    return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 100000}@{socket.gethostname()}"
