@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 
@@ -26,3 +28,6 @@ def create_app() -> FastAPI:
 
 
 app = create_app()
+# Everything imported so far lives as long as the process: keep it out of the garbage
+# collector's scans, which otherwise add milliseconds to the slowest requests.
+gc.freeze()

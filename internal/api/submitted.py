@@ -10,10 +10,11 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from internal.infra.redis import get_redis
+from pydantic_core import to_json
 
 KEY = "app:api:task:{}"
 TTL_SECONDS = 24 * 3600  # as long as Celery keeps results (result_expires)
+TTL = str(TTL_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -22,20 +23,14 @@ class SubmittedTask:
     submitted_at: dt.datetime
 
 
-def record(task_id: str, task_name: str) -> SubmittedTask:
-    entry = SubmittedTask(task_name, dt.datetime.now(dt.UTC))
-    payload = {"task_name": task_name, "submitted_at": entry.submitted_at.isoformat()}
-    get_redis().set(KEY.format(task_id), json.dumps(payload), ex=TTL_SECONDS)
-    return entry
+def record_command(task_id: str, task_name: str) -> tuple[str | bytes, ...]:
+    """The Redis command that records a task id, to send along with its message."""
+    payload = {"task_name": task_name, "submitted_at": dt.datetime.now(dt.UTC)}
+    return ("SET", KEY.format(task_id), to_json(payload), "EX", TTL)
 
 
-def forget(task_id: str) -> None:
-    get_redis().delete(KEY.format(task_id))
-
-
-def lookup(task_id: str) -> SubmittedTask | None:
-    raw = get_redis().get(KEY.format(task_id))
+def parse(raw: bytes | str | None) -> SubmittedTask | None:
     if raw is None:
         return None
-    data = json.loads(str(raw))
+    data = json.loads(raw)
     return SubmittedTask(data["task_name"], dt.datetime.fromisoformat(data["submitted_at"]))

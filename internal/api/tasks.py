@@ -3,46 +3,59 @@
 from __future__ import annotations
 
 import uuid
+from functools import lru_cache
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, status
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 
-from internal.api import submitted
-from internal.api.broker import off_loop
+from internal.api import submitted, task_store
+from internal.api.broker import off_loop, on_broker
 from internal.api.schemas import Revoked, Submitted, TaskState
 from internal.celery_tasks import default_celery_client
 from internal.config.setting import get_settings
 from internal.tasks.celery.schemas import PUBLIC_TASKS, PublicTask, TaskBody
+from pkg.celery_task import TaskStatus
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+
+# A long poll holds a Redis pub/sub connection; keep it short and let clients ask again.
+MAX_WAIT_SECONDS = 30.0
 
 TaskId = Annotated[uuid.UUID, Path(description="The id returned when the task was submitted")]
 
 
-def _submit(public_name: str, task: PublicTask, body: TaskBody) -> str:
-    task_id = str(uuid.uuid4())
-    submitted.record(task_id, public_name)
-    try:
-        default_celery_client.submit(
-            task_name=task.celery_name, kwargs=body.model_dump(), task_id=task_id
-        )
-    except BaseException:
-        submitted.forget(task_id)
-        raise
-    return task_id
+def _tasks_url(request: Request) -> str:
+    """This router's absolute URL as the client sees it, like ``request.base_url`` (which builds
+    URL objects on every call: a cost this hot path does not need)."""
+    scope = request.scope
+    host = request.headers.get("host") or "{}:{}".format(*scope["server"])
+    return _tasks_url_for(scope["scheme"], host, scope.get("app_root_path", scope["root_path"]))
+
+
+@lru_cache(maxsize=64)
+def _tasks_url_for(scheme: str, host: str, root_path: str) -> str:
+    return f"{scheme}://{host}{root_path.rstrip('/')}{router.prefix}"
 
 
 def _add_submit_route(public_name: str, task: PublicTask) -> None:
-    async def submit(request: Request, body: TaskBody) -> Submitted:
-        task_id = await off_loop(
-            lambda: _submit(public_name, task, body),
-            timeout=get_settings().api_broker_timeout_seconds,
+    async def submit(request: Request, body: TaskBody) -> Response:
+        task_id = str(uuid.uuid4())
+        # No timer per request: the publisher bounds each batch by API_BROKER_TIMEOUT_SECONDS.
+        await on_broker(
+            task_store.submit(task_id, public_name, task, body),
+            timeout=None,
             what="submitting the task",
         )
-        return Submitted(
+        # The hot path of the API: the status URL is built from the base URL (the router's
+        # url_for cost more than the publish) and the answer is serialized once, without
+        # FastAPI validating its own return value again (``response_model`` still documents it).
+        answer = Submitted(
             task_id=task_id,
             task_name=public_name,
-            status_url=str(request.url_for("get_task", task_id=task_id)),
+            status_url=f"{_tasks_url(request)}/{task_id}",
+        )
+        return Response(
+            answer.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json"
         )
 
     # Each route validates (and documents in OpenAPI) its task's own body model.
@@ -52,6 +65,7 @@ def _add_submit_route(public_name: str, task: PublicTask) -> None:
         submit,
         methods=["POST"],
         status_code=status.HTTP_202_ACCEPTED,
+        response_model=Submitted,
         summary=f"Submit {public_name}",
         description=task.summary,
         name=f"submit_{public_name}",
@@ -77,25 +91,29 @@ async def submit_unknown(task_name: str) -> None:
     )
 
 
-async def _issued(task_id: uuid.UUID) -> submitted.SubmittedTask:
-    entry = await off_loop(
-        lambda: submitted.lookup(str(task_id)),
-        timeout=get_settings().api_broker_timeout_seconds,
-        what="looking up the task",
-    )
+async def _read(task_id: uuid.UUID, wait: float = 0) -> tuple[submitted.SubmittedTask, TaskStatus]:
+    timeout = get_settings().api_broker_timeout_seconds + wait
+    read = task_store.read_when_ready(str(task_id), wait) if wait else task_store.read(str(task_id))
+    entry, st = await on_broker(read, timeout=timeout, what="reading the task state")
     if entry is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id} was submitted here")
-    return entry
+    return entry, st
 
 
 @router.get("/{task_id}", name="get_task", responses={404: {}, 503: {}})
-async def get_task(task_id: TaskId) -> TaskState:
-    entry = await _issued(task_id)
-    st = await off_loop(
-        lambda: default_celery_client.status(str(task_id)),
-        timeout=get_settings().api_broker_timeout_seconds,
-        what="reading the task state",
-    )
+async def get_task(
+    task_id: TaskId,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="Seconds to wait for a final state (SUCCESS, FAILURE, REVOKED) before "
+            "answering; 0 answers at once",
+        ),
+    ] = 0,
+) -> TaskState:
+    entry, st = await _read(task_id, wait)
     return TaskState(
         task_id=st.task_id,
         task_name=entry.task_name,
@@ -120,16 +138,12 @@ async def revoke_task(
         bool, Query(description="Also kill the process running it (unsafe for most tasks)")
     ] = False,
 ) -> Revoked:
-    await _issued(task_id)
-    timeout = get_settings().api_broker_timeout_seconds
-    st = await off_loop(
-        lambda: default_celery_client.status(str(task_id)), timeout=timeout, what="reading state"
-    )
+    _, st = await _read(task_id)
     if st.ready:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task already finished ({st.state})")
     await off_loop(
         lambda: default_celery_client.revoke(str(task_id), terminate=terminate),
-        timeout=timeout,
+        timeout=get_settings().api_broker_timeout_seconds,
         what="revoking the task",
     )
     return Revoked(task_id=str(task_id), terminate=terminate)

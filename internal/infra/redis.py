@@ -7,10 +7,12 @@ Clients hold sockets, which must not cross ``fork``: worker processes reset thei
 from __future__ import annotations
 
 import redis
+import redis.asyncio as aioredis
 
 from internal.config.setting import get_settings
 
 _client: redis.Redis | None = None
+_async_clients: dict[str, aioredis.Redis] = {}
 
 HEARTBEAT_KEY = "app:beat:heartbeat"
 ORDERS_KEY = "app:orders"
@@ -37,3 +39,17 @@ def reset_redis() -> None:
     if _client is not None:
         _client.close()
     _client = None
+
+
+def get_async_redis(url: str) -> aioredis.Redis:
+    """One asyncio client per URL for this process's event loop (the API's broker, result
+    backend and own keys; one client when they are the same Redis)."""
+    if url not in _async_clients:
+        settings = get_settings()
+        _async_clients[url] = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=settings.readiness_timeout_seconds,
+            socket_timeout=settings.api_broker_timeout_seconds,
+            health_check_interval=30,
+        )
+    return _async_clients[url]
