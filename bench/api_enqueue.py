@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from bench.common import PYTHON, Figure, Process, Row
+from bench.common import PYTHON, Figure, Process, Row, paired_ratio
 from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
 
 WRK_SCRIPT = REPO_ROOT / "bench" / "wrk_report.lua"
@@ -85,7 +85,7 @@ def run(
             post_rps.show(),
             health_rps.show(),
             "GET /healthz",
-            post_rps.median / health_rps.median,
+            paired_ratio(post_rps, health_rps),
             "≥ 0.50x",
         ),
         Row(

@@ -8,7 +8,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +58,10 @@ TABLE_HEADER = (
 )
 
 
-def rounds(n: int, measure: Callable[[int], float]) -> Figure:
-    return Figure(tuple(measure(i) for i in range(n)))
+def paired_ratio(ours: Figure, baseline: Figure) -> float:
+    """Median of the per-round ratios: each round's pair ran back to back, so drift on a shared
+    machine cancels out better than in a ratio of the two medians."""
+    return statistics.median(a / b for a, b in zip(ours.values, baseline.values, strict=True))
 
 
 def percentile(samples: Sequence[float], p: float) -> float:

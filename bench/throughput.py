@@ -19,7 +19,7 @@ from pathlib import Path
 
 import redis
 
-from bench.common import PYTHON, Figure, Process, Row, node
+from bench.common import PYTHON, Figure, Process, Row, node, paired_ratio
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.tasks.celery.queues import ADD
@@ -152,7 +152,7 @@ def run(
             e2e_ours.show(),
             e2e_stock.show(),
             "stock Celery",
-            e2e_ours.median / e2e_stock.median,
+            paired_ratio(e2e_ours, e2e_stock),
             "≥ 2.0x",
         ),
         Row(
@@ -161,7 +161,7 @@ def run(
             pub_ours.show(),
             pub_stock.show(),
             "stock Celery",
-            pub_ours.median / pub_stock.median,
+            paired_ratio(pub_ours, pub_stock),
         ),
     ]
     for name, ops in redis_ops.items():

@@ -46,10 +46,21 @@ class AsyncTaskPublisher:
         self._flushing = False
 
     def _route(self, task_name: str) -> tuple[str, str, str]:
-        """(queue, exchange, routing key) for a task, from the app's own router (cached)."""
+        """(queue, exchange, routing key) for a task, from the app's own router (cached).
+
+        Like Celery for a queue on a direct exchange: the anonymous exchange, routing key =
+        queue name, so the message goes straight onto the queue's list. Anything else (topic or
+        fanout exchanges, explicit routing keys) needs kombu's exchange tables: use
+        ``CeleryClient.submit`` for those tasks."""
         if task_name not in self._routes:
-            queue = self.app.amqp.router.route({}, task_name)["queue"]
-            self._routes[task_name] = (queue.name, queue.exchange.name, queue.routing_key)
+            route = self.app.amqp.router.route({}, task_name)
+            queue = route["queue"]
+            if queue.exchange.type != "direct" or route.get("exchange") or route.get("routing_key"):
+                raise ValueError(
+                    f"task {task_name!r} is routed through an exchange, not straight to a "
+                    "queue; publish it with CeleryClient.submit"
+                )
+            self._routes[task_name] = (queue.name, "", queue.name)
         return self._routes[task_name]
 
     def encode(

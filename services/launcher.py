@@ -68,8 +68,10 @@ def launch(
     reload_default: bool,
     grace_seconds: float,
     overlap_on_reload: bool,
+    reload_child_flags: Sequence[str] = (),
 ) -> int:
-    """Run ``start(defaults + user_args)`` here, or under a reloading supervisor."""
+    """Run ``start(defaults + user_args)`` here, or under a reloading supervisor whose children
+    also get ``reload_child_flags`` (before the user's flags, which still win)."""
     reload_choice, args = split_reload_flag(user_args)
     reload = reload_default if reload_choice is None else reload_choice
     if not reload:
@@ -77,7 +79,7 @@ def launch(
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/launcher] %(message)s"
     )
-    child_cmd = [sys.executable, script, "--no-reload", *args]
+    child_cmd = [sys.executable, script, "--no-reload", *reload_child_flags, *args]
     return Supervisor(child_cmd, grace_seconds=grace_seconds, overlap=overlap_on_reload).run()
 
 

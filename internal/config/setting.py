@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     # Worker defaults (the launcher's flags still win over these).
     worker_concurrency: PositiveInt = 4
+    # Task events (task-received/started/succeeded) from every worker: what Flower's task list
+    # shows. Off by default: three extra publishes a task. Flower turns them on in the workers
+    # it watches anyway (every 5 s); dev turns them on from the start.
+    worker_task_events: bool = False
     # Dev auto-reload for worker, beat and api (watchfiles / uvicorn --reload).
     reload: bool = False
     # Seconds a stopping worker gets to finish running tasks before it is killed; keep it

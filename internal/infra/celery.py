@@ -41,7 +41,10 @@ def build_celery_client(settings: Settings) -> CeleryClient:
             time_limit=settings.task_time_limit,
             visibility_timeout=settings.visibility_timeout,
         ),
-        overrides={"worker_concurrency": settings.worker_concurrency},
+        overrides={
+            "worker_concurrency": settings.worker_concurrency,
+            "worker_send_task_events": settings.worker_task_events,
+        },
     )
     # Each worker process opens its own Redis connections after fork, and closes them at exit.
     client.on_worker_process_start(reset_redis)

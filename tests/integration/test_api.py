@@ -208,3 +208,32 @@ def test_broker_down_is_503_and_never_blocks_the_loop(
     assert ready.json()["checks"]["workers"] == "not checked: broker unavailable"
     got = httpx.get(f"{url}/api/v1/tasks/{uuid.uuid4()}", timeout=10)
     assert got.status_code == 503
+
+
+def test_wait_answers_as_soon_as_the_task_is_done(api_url: str) -> None:
+    task_id = submit(api_url, "add", {"x": 20, "y": 22})
+    started = time.monotonic()
+    r = httpx.get(f"{api_url}/api/v1/tasks/{task_id}", params={"wait": 20}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["result"]) == ("SUCCESS", 42)  # one call, no polling
+    assert time.monotonic() - started < 10
+
+
+def test_wait_gives_up_after_the_wait_with_the_current_state(api_url: str) -> None:
+    task_id = submit(api_url, "long_report", {"steps": 20, "step_seconds": 0.5})
+    started = time.monotonic()
+    r = httpx.get(f"{api_url}/api/v1/tasks/{task_id}", params={"wait": 1}, timeout=30)
+    waited = time.monotonic() - started
+    assert r.status_code == 200, r.text
+    assert r.json()["ready"] is False
+    assert r.json()["state"] in ("PENDING", "STARTED", "PROGRESS")
+    assert 1 <= waited < 5
+    httpx.delete(f"{api_url}/api/v1/tasks/{task_id}", params={"terminate": "true"})
+
+
+@pytest.mark.parametrize("wait", ["-1", "31", "soon"])
+def test_wait_out_of_range_is_422(api_url: str, wait: str) -> None:
+    task_id = submit(api_url, "add", {"x": 1, "y": 1})
+    r = httpx.get(f"{api_url}/api/v1/tasks/{task_id}", params={"wait": wait})
+    assert r.status_code == 422, r.text
+    assert r.json()["detail"][0]["loc"] == ["query", "wait"]
