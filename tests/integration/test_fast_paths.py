@@ -10,7 +10,7 @@ from typing import Any
 
 import redis
 import redis.asyncio as aioredis
-from kombu import Connection
+from kombu.connection import Connection
 
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
@@ -94,7 +94,7 @@ def test_late_ack_bookkeeping_is_kept_and_cleared(redis_server: Redis) -> None:
     url = redis_server.url(14)
     store = redis.Redis.from_url(url)
     store.flushdb()
-    with Connection(url) as conn:
+    with Connection(url) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("ack-check")
         queue.put({"n": 1})
         message = queue.get(timeout=5)
