@@ -36,9 +36,9 @@ def wrk(url: str, *, body: str = "", seconds: int, connections: int) -> dict[str
     return dict(figures)
 
 
-def start_api(server: Redis, log: Path) -> tuple[Process, str]:
+def start_api(redis_url: str, log: Path) -> tuple[Process, str]:
     port = free_port()
-    env = {"APP_ENV": "local", "REDIS_URL": server.url(3)}
+    env = {"APP_ENV": "local", "REDIS_URL": redis_url}
     proc = Process(
         [PYTHON, "services/run_api.py", "--port", str(port), "--log-level", "warning"], env, log
     )
@@ -50,14 +50,15 @@ def start_api(server: Redis, log: Path) -> tuple[Process, str]:
 def run(
     server: Redis, workdir: Path, *, n_rounds: int, seconds: int = 5, connections: int = 16
 ) -> list[Row]:
-    api, url = start_api(server, workdir / "api.log")
+    db = server.url(3)
+    api, url = start_api(db, workdir / "api.log")
     post: list[dict[str, float]] = []
     health: list[dict[str, float]] = []
     try:
         wrk(f"{url}/healthz", seconds=1, connections=connections)  # warm up both paths
         wrk(f"{url}/api/v1/tasks/add", body=ADD_BODY, seconds=1, connections=connections)
         for i in range(n_rounds):
-            redis.Redis.from_url(server.url(3)).flushdb()
+            redis.Redis.from_url(db).flushdb()
             health.append(wrk(f"{url}/healthz", seconds=seconds, connections=connections))
             post.append(
                 wrk(
@@ -71,6 +72,7 @@ def run(
             print(f"/healthz {rps(health[-1]):,.0f} req/s", flush=True)
     finally:
         api.stop()
+        redis.Redis.from_url(db).flushdb()  # the tasks nobody ran
     post_rps, health_rps = Figure(tuple(map(rps, post))), Figure(tuple(map(rps, health)))
     post_p50 = Figure(tuple(f["p50_us"] / 1000 for f in post))
     post_p99 = Figure(tuple(f["p99_us"] / 1000 for f in post))

@@ -8,7 +8,6 @@ stock worker (``get`` waits on the result's pub/sub channel too). Prefork, concu
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import httpx
 
 from bench.api_enqueue import start_api
 from bench.common import Figure, Row, percentile
+from bench.stock_app import make_app
 from bench.throughput import project_worker, stock_worker
 from tests.support.processes import Redis
 
@@ -34,9 +34,7 @@ def api_round_trips(url: str, n: int) -> list[float]:
 
 
 def stock_round_trips(url: str, n: int) -> list[float]:
-    os.environ["STOCK_REDIS_URL"] = url
-    from bench.stock_app import add
-
+    add = make_app(url).tasks["tasks.add"]
     samples = []
     for i in range(n):
         started = time.perf_counter()
@@ -50,8 +48,8 @@ def stock_round_trips(url: str, n: int) -> list[float]:
 def run(server: Redis, workdir: Path, *, n_rounds: int, n_tasks: int = 300) -> list[Row]:
     ours: list[list[float]] = []
     stock: list[list[float]] = []
-    worker = project_worker(server.url(3), workdir / "rt-worker.log", 4)
-    api, url = start_api(server, workdir / "rt-api.log")
+    worker = project_worker(server.url(5), workdir / "rt-worker.log", 4)
+    api, url = start_api(server.url(5), workdir / "rt-api.log")
     try:
         api_round_trips(url, 50)  # warm up: connections, imports, pool processes
         for _ in range(n_rounds):
@@ -59,11 +57,11 @@ def run(server: Redis, workdir: Path, *, n_rounds: int, n_tasks: int = 300) -> l
     finally:
         api.stop()
         worker.stop()
-    worker = stock_worker(server.url(4), workdir / "rt-stock.log", 4)
+    worker = stock_worker(server.url(6), workdir / "rt-stock.log", 4)
     try:
-        stock_round_trips(server.url(4), 50)
+        stock_round_trips(server.url(6), 50)
         for _ in range(n_rounds):
-            stock.append(stock_round_trips(server.url(4), n_tasks))
+            stock.append(stock_round_trips(server.url(6), n_tasks))
     finally:
         worker.stop()
     rows = []

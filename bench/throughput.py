@@ -12,7 +12,6 @@ side goes first, so drift on a shared machine hits both.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import redis
 
 from bench.common import PYTHON, Figure, Process, Row, node, paired_ratio
+from bench.stock_app import make_app
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.tasks.celery.queues import ADD
@@ -56,8 +56,7 @@ def project_submit(url: str) -> Submit:
 
 
 def stock_submit(url: str) -> Submit:
-    os.environ["STOCK_REDIS_URL"] = url
-    from bench.stock_app import app
+    app = make_app(url)
 
     def submit(n: int) -> list[str]:
         return [app.send_task(ADD, kwargs={"x": i, "y": 1}).id for i in range(n)]
