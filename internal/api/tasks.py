@@ -29,7 +29,8 @@ def _tasks_url(request: Request) -> str:
     URL objects on every call: a cost this hot path does not need)."""
     scope = request.scope
     host = request.headers.get("host") or "{}:{}".format(*scope["server"])
-    return _tasks_url_for(scope["scheme"], host, scope.get("app_root_path", scope["root_path"]))
+    root_path = scope.get("app_root_path", scope.get("root_path", ""))
+    return _tasks_url_for(scope["scheme"], host, root_path)
 
 
 @lru_cache(maxsize=64)
