@@ -47,7 +47,7 @@ def _add_submit_route(public_name: str, task: PublicTask) -> None:
             timeout=None,
             what="submitting the task",
         )
-        # The hot path of the API: the status URL is built from the base URL (the router's
+        # The hot path of the API: the status URL comes from a cached prefix (Starlette's
         # url_for cost more than the publish) and the answer is serialized once, without
         # FastAPI validating its own return value again (``response_model`` still documents it).
         answer = Submitted(
