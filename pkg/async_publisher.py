@@ -124,21 +124,28 @@ class AsyncTaskPublisher:
         self._flush_task = asyncio.get_running_loop().create_task(self._flush())
 
     async def _flush(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            try:
-                # One MULTI/EXEC: each caller's writes and its message land together or not at all.
-                async with asyncio.timeout(self.timeout), self.client.pipeline() as pipe:
-                    for commands, _ in batch:
-                        for command in commands:
-                            pipe.execute_command(*command)
-                    await pipe.execute()
-            except Exception as exc:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-        self._flushing = False
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    # One MULTI/EXEC: each caller's writes and its message land together or not
+                    # at all.
+                    async with asyncio.timeout(self.timeout), self.client.pipeline() as pipe:
+                        for commands, _ in batch:
+                            for command in commands:
+                                pipe.execute_command(*command)
+                        await pipe.execute()
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                except BaseException:  # cancelled (the loop is closing): nobody waits forever
+                    for _, done in batch:
+                        done.cancel()
+                    raise
+                else:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+        finally:
+            self._flushing = False
