@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -36,10 +37,10 @@ def add_answer(api: str) -> int | None:
         return None
 
 
-def seconds_until(check: object, expected: int, timeout: float = 60) -> float:
+def seconds_until(check: Callable[[], int | None], expected: int, timeout: float = 60) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        if check() == expected:  # type: ignore[operator]
+        if check() == expected:
             return time.monotonic() - started
         time.sleep(0.05)
     raise TimeoutError(f"no answer {expected} within {timeout} s")

@@ -12,6 +12,7 @@ side goes first, so drift on a shared machine hits both.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -111,8 +112,6 @@ class Side:
 
 def ceiling(server: Redis) -> dict[str, float]:
     """redis-benchmark LPUSH and RPOP on the same Redis: the broker's own limit."""
-    import subprocess
-
     out = subprocess.run(
         ["redis-benchmark", "-p", str(server.port), "-t", "lpush,rpop", "-n", "100000", "-q"],
         capture_output=True,
