@@ -18,7 +18,11 @@ from celery.app import backends
 from celery.backends.redis import RedisBackend
 from celery.result import AsyncResult
 
-from pkg import kombu_patches, kombu_speedups  # noqa: F401 - applied on import
+# kombu's Redis transport with leases (pkg/redis_transport.py), chosen by Celery's
+# broker_transport setting; kombu imports it by this path.
+LEASED_TRANSPORT = "pkg.redis_transport:Transport"
+# Below this a keeper's renewals (every fifth of a lease) get too close to Redis round trips.
+MIN_LEASE_SECONDS = 3.0
 
 # Every ready state means the task will not run again; everything else may still change.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
@@ -82,27 +86,59 @@ class TaskStatus:
 
 @dataclass(frozen=True)
 class TaskLimits:
-    """Time limits for every task unless a task sets its own (seconds).
+    """Time limits for every task unless a task sets its own, and delivery (seconds).
 
-    ``visibility_timeout`` is how long Redis waits for an ack before it hands an unacked task
-    (late ack: the worker died mid-task) to another worker. It must exceed the longest task,
-    or a task still running gets a second copy.
+    ``lease_seconds``: with leases (``LEASED_TRANSPORT``) a live worker renews the lease of
+    every message it holds, so a lost worker's tasks come back this long after it is gone,
+    while a long task or a far ETA on a live worker is never handed out twice. None selects
+    kombu's own Redis transport instead, where ``visibility_timeout`` is how long Redis waits
+    for an ack before it hands an unacked task to another worker: it must exceed the longest
+    task, or a task still running gets a second copy.
     """
 
     soft_time_limit: float = 300.0
     time_limit: float = 330.0
     visibility_timeout: float = 3600.0
+    lease_seconds: float | None = 15.0
 
     def __post_init__(self) -> None:
         if not 0 < self.soft_time_limit < self.time_limit:
             raise ValueError("soft_time_limit must be positive and below time_limit")
         if self.visibility_timeout <= self.time_limit:
             raise ValueError("visibility_timeout must exceed time_limit (the longest task)")
+        if self.lease_seconds is not None and self.lease_seconds < MIN_LEASE_SECONDS:
+            raise ValueError(f"lease_seconds must be at least {MIN_LEASE_SECONDS}")
+
+
+def broker_delivery(limits: TaskLimits) -> dict[str, Any]:
+    """The broker transport and how it hands back the tasks of a lost worker."""
+    if limits.lease_seconds is None:  # kombu's own transport: one fixed visibility timeout
+        return {
+            "broker_transport": None,
+            "broker_transport_options": {
+                "visibility_timeout": limits.visibility_timeout,
+                # Look for tasks of dead workers to redeliver every 10 s (kombu's default
+                # scans only every 10th sweep: up to 100 s on top of the visibility timeout).
+                "unacked_restore_interval": 10,
+                "unacked_restore_throttle": 1,
+            },
+        }
+    return {
+        "broker_transport": LEASED_TRANSPORT,
+        "broker_transport_options": {
+            # The lease: how long after its holder is gone a message is handed back.
+            "visibility_timeout": limits.lease_seconds,
+            # Sweep for run-out leases every 2 s: cheap (Redis TIME and one ZRANGE).
+            "unacked_restore_interval": 2,
+            "unacked_restore_throttle": 1,
+        },
+    }
 
 
 def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any]:
     """The Celery settings every app should start from; the reasons are in the README."""
     return {
+        **broker_delivery(limits),
         # JSON only: no pickle, so a message from the broker cannot run code in the worker.
         "task_serializer": "json",
         "result_serializer": "json",
@@ -134,13 +170,6 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         "task_retry_on_worker_lost": True,
         # One message at a time per process: a long task does not hold others hostage.
         "worker_prefetch_multiplier": 1,
-        "broker_transport_options": {
-            "visibility_timeout": limits.visibility_timeout,
-            # Look for tasks of dead workers to redeliver every 10 s (kombu's default scans
-            # only every 10th sweep: up to 100 s on top of the visibility timeout).
-            "unacked_restore_interval": 10,
-            "unacked_restore_throttle": 1,
-        },
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         # A publish to a broker that is down fails in about a second instead of hanging.
         "task_publish_retry_policy": {

@@ -60,9 +60,15 @@ class Settings(BaseSettings):
     # Touched at every worker heartbeat; the container healthcheck checks its age.
     worker_liveness_file: Path = Path("/tmp/celery-worker-alive")
 
-    # Time limits of every task unless a task sets its own, and the Redis visibility timeout.
+    # Time limits of every task unless a task sets its own.
     task_soft_time_limit: PositiveFloat = 300.0
     task_time_limit: PositiveFloat = 330.0
+    # Delivery. "leased" (pkg/redis_transport.py): a live worker renews the lease of every task
+    # it holds, and a lost worker's tasks come back LEASE_SECONDS after it is gone. "kombu":
+    # kombu's own Redis transport, which hands back any task unacked after VISIBILITY_TIMEOUT
+    # (so that must exceed the longest task and the furthest ETA).
+    broker_transport: Literal["leased", "kombu"] = "leased"
+    lease_seconds: float = Field(default=15.0, ge=3.0)
     visibility_timeout: PositiveFloat = 3600.0
 
     # Beat keeps its schedule file here: a directory the (non-root) beat user can write.

@@ -40,6 +40,7 @@ def build_celery_client(settings: Settings) -> CeleryClient:
             soft_time_limit=settings.task_soft_time_limit,
             time_limit=settings.task_time_limit,
             visibility_timeout=settings.visibility_timeout,
+            lease_seconds=settings.lease_seconds if settings.broker_transport == "leased" else None,
         ),
         overrides={
             "worker_concurrency": settings.worker_concurrency,

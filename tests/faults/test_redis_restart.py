@@ -10,8 +10,9 @@ import redis as redis_py
 
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
-from internal.infra.redis import ORDERS_KEY
+from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from internal.tasks.celery import queues
+from pkg.celery_task import TaskLimits
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, free_port, wait_until
 
@@ -77,5 +78,40 @@ def test_tasks_survive_and_services_reconnect(launch: LaunchFn, tmp_path: Path) 
         assert all(r["complete"] for r in results)
         assert store.hlen(ORDERS_KEY) == 3
         assert "Connection to broker lost" in worker.output
+    finally:
+        server.stop()
+
+
+def test_redis_restart_while_a_task_runs_runs_it_once(launch: LaunchFn, tmp_path: Path) -> None:
+    """A late-ack task running while Redis restarts: it finishes once, its ack goes through
+    after the reconnect, and the worker stays up and takes new tasks."""
+    data = tmp_path / "redis-data"
+    server = Redis(data, *AOF)
+    url = server.url(0)
+    client = build_celery_client(Settings(redis_url=url))
+    worker = start_worker(
+        launch, node_name("running"), "-l", "info", "-Q", "default", "--concurrency=2",
+        env={"REDIS_URL": url},
+    )  # fmt: skip
+    running = client.submit(
+        task_name=queues.RECORD_ORDER, kwargs={"order_id": "during-restart", "work_seconds": 12}
+    )
+    wait_until(lambda: running.state == "STARTED", timeout=30, what="the task to start")
+    time.sleep(1.5)  # appendfsync everysec
+    server.stop()
+    server = Redis(data, *AOF, port=server.port)
+    try:
+        store = redis_py.Redis.from_url(url, decode_responses=True)
+        assert running.get(timeout=60)["attempts"] == 1
+        after = client.submit(task_name=queues.ADD, kwargs={"x": 2, "y": 3})
+        assert after.get(timeout=60) == 5
+        # Past a whole lease: had the running task's message been handed back, it would have
+        # run again by now.
+        time.sleep(TaskLimits().lease_seconds or 0)
+        attempts = store.hget(ORDER_ATTEMPTS_KEY, "during-restart")
+        print(f"\nredis restart mid-task: attempts {attempts}, worker alive")
+        assert attempts == "1"
+        assert store.hlen("unacked") == 0
+        assert worker.proc.poll() is None, worker.output[-3000:]
     finally:
         server.stop()

@@ -15,8 +15,8 @@ from kombu.connection import Connection
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.tasks.celery import queues
-from pkg import kombu_speedups
 from pkg.async_publisher import AsyncTaskPublisher
+from pkg.celery_task import LEASED_TRANSPORT
 from tests.support.processes import Redis
 
 
@@ -94,15 +94,18 @@ def test_late_ack_bookkeeping_is_kept_and_cleared(redis_server: Redis) -> None:
     url = redis_server.url(14)
     store = redis.Redis.from_url(url)
     store.flushdb()
-    with Connection(url) as conn:  # type: ignore[no-untyped-call]
+    with Connection(url, transport=LEASED_TRANSPORT) as conn:  # type: ignore[no-untyped-call]
         queue = conn.SimpleQueue("ack-check")
         queue.put({"n": 1})
         message = queue.get(timeout=5)
-        # Reserved, not acked: kombu's unacked hash and index hold it (redelivered if we die).
+        # Reserved, not acked: the unacked hash and index hold it (redelivered if we die), and
+        # this process's owner set names it (its keeper renews the lease).
         assert store.hlen("unacked") == 1 and store.zcard("unacked_index") == 1
+        (owner,) = store.keys("unacked_owner.*")
+        assert store.smembers(owner) == {message.delivery_tag.encode()}
         message.ack()
         assert store.hlen("unacked") == 0 and store.zcard("unacked_index") == 0
+        assert not store.exists(owner)
         channel = queue.channel
-        assert kombu_speedups._SCRIPTS in channel.__dict__  # the Lua path did the bookkeeping
         assert channel._create_client() is channel._create_client()  # one client per channel
         queue.close()

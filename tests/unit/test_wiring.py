@@ -10,7 +10,7 @@ from internal.config.setting import Settings
 from internal.infra.celery import ROUTES, build_celery_client
 from internal.tasks.celery import queues
 from internal.tasks.celery.schemas import PUBLIC_TASKS
-from pkg.celery_task import CeleryClient, TaskLimits
+from pkg.celery_task import LEASED_TRANSPORT, CeleryClient, TaskLimits
 from services import run_celery_beat, run_celery_worker
 from services.launcher import split_reload_flag
 
@@ -70,7 +70,15 @@ def test_client_defaults_are_production_grade() -> None:
     assert conf.task_acks_late and conf.task_reject_on_worker_lost
     assert conf.accept_content == ["json"]
     assert conf.broker_connection_retry_on_startup
-    assert conf.broker_transport_options["visibility_timeout"] > conf.task_time_limit
+    # Leases by default: the visibility timeout is the lease, renewed while the worker lives.
+    assert conf.broker_transport == LEASED_TRANSPORT
+    assert conf.broker_transport_options["visibility_timeout"] == TaskLimits().lease_seconds
+    # kombu's own transport: one fixed timeout, which must outlast the longest task.
+    stock = CeleryClient(
+        "t", broker_url="redis://localhost/0", limits=TaskLimits(lease_seconds=None)
+    ).app.conf
+    assert stock.broker_transport is None
+    assert stock.broker_transport_options["visibility_timeout"] > stock.task_time_limit
 
 
 def test_limits_refuse_a_visibility_timeout_shorter_than_a_task() -> None:
