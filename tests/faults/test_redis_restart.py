@@ -101,14 +101,14 @@ def test_redis_restart_while_a_task_runs_runs_it_once(launch: LaunchFn, tmp_path
     server.stop()
     server = Redis(data, *AOF, port=server.port)
     try:
-        store = redis_py.Redis.from_url(url, decode_responses=True)
+        store: redis_py.Redis = redis_py.Redis.from_url(url, decode_responses=True)
         assert running.get(timeout=60)["attempts"] == 1
         after = client.submit(task_name=queues.ADD, kwargs={"x": 2, "y": 3})
         assert after.get(timeout=60) == 5
         # Past a whole lease: had the running task's message been handed back, it would have
         # run again by now.
         time.sleep(TaskLimits().lease_seconds or 0)
-        attempts = store.hget(ORDER_ATTEMPTS_KEY, "during-restart")
+        attempts = str(store.hget(ORDER_ATTEMPTS_KEY, "during-restart"))
         print(f"\nredis restart mid-task: attempts {attempts}, worker alive")
         assert attempts == "1"
         assert store.hlen("unacked") == 0

@@ -38,6 +38,8 @@ def patches_in(source: str) -> list[int]:
     names = library_names(tree)
     lines = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.stmt | ast.expr):
+            continue
         targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = node.targets
