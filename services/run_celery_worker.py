@@ -16,6 +16,9 @@ if __package__ in (None, ""):  # run as a script: make the repo root importable
 
 from services.launcher import WINDOWS_MESSAGE, launch
 
+# What a cold shutdown (cancel the running tasks, hand them back, exit) may take.
+COLD_SHUTDOWN_SECONDS = 4.0
+
 
 def default_argv(queue: str, concurrency: int) -> list[str]:
     return [
@@ -33,15 +36,20 @@ def main(user_args: list[str]) -> int:
         return 1
     from internal.celery_tasks import default_celery_client, default_queue
     from internal.config.setting import get_settings
+    from pkg.shutdown_deadline import hand_back_after
 
     settings = get_settings()
+    # Running tasks get SHUTDOWN_GRACE_SECONDS to finish on a stop; then they go back to the
+    # queue at once (a redeploy does not wait for their leases).
+    hand_back_after(settings.shutdown_grace_seconds)
     return launch(
         __file__,
         default_celery_client.app.worker_main,
         default_argv(default_queue, settings.worker_concurrency),
         user_args,
         reload_default=settings.reload,
-        grace_seconds=settings.shutdown_grace_seconds,
+        # The reloading supervisor kills a child only after its own hand-back had time to run.
+        grace_seconds=settings.shutdown_grace_seconds + COLD_SHUTDOWN_SECONDS,
         # New code takes new tasks at once while the old worker finishes the running ones.
         overlap_on_reload=True,
         # Mingle makes a starting worker wait a second for its peers' revoked ids and clocks:

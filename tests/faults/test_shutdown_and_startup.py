@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 
+from internal.infra.redis import ORDER_ATTEMPTS_KEY
 from internal.tasks.celery import queues
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
@@ -44,6 +45,39 @@ def test_sigterm_finishes_running_tasks_and_keeps_queued_ones(
         f"after restart: {len(results)} of {len(tasks)} completed, lost {len(tasks) - len(results)}"
     )
     assert all(r["complete"] for r in results)
+
+
+def test_a_stop_that_outlasts_the_grace_hands_running_tasks_back_at_once(
+    launch: LaunchFn, isolated: Isolated
+) -> None:
+    grace = 4
+    env = {"REDIS_URL": isolated.url, "SHUTDOWN_GRACE_SECONDS": str(grace)}
+    worker = start_worker(
+        launch, node_name("deadline"), "-l", "info", "-Q", "default", "--concurrency=2", env=env
+    )
+    tasks = [
+        isolated.client.submit(
+            task_name=queues.RECORD_ORDER, kwargs={"order_id": f"d{i}", "work_seconds": 60}
+        )
+        for i in range(2)
+    ]
+    wait_until(lambda: all(t.state == "STARTED" for t in tasks), timeout=30, what="two running")
+    stopping = time.monotonic()
+    worker.stop(signal.SIGTERM, timeout=grace + 10)
+    stop_seconds = time.monotonic() - stopping
+    back = isolated.store.llen(queues.DEFAULT_QUEUE)
+    print(
+        f"\nstop past the grace ({grace} s): exited in {stop_seconds:.1f} s, {back} back in queue"
+    )
+    # Back in the queue when the worker is gone, not a lease later.
+    assert back == 2 and isolated.store.hlen("unacked") == 0
+    assert stop_seconds < grace + 5
+
+    start_worker(launch, node_name("next"), "-l", "info", "-Q", "default", "--concurrency=2",
+                 env={"REDIS_URL": isolated.url})  # fmt: skip
+    wait_until(lambda: all(t.state == "STARTED" for t in tasks), timeout=30, what="restarted")
+    attempts = isolated.store.hgetall(ORDER_ATTEMPTS_KEY)
+    assert attempts == {"d0": "2", "d1": "2"}  # interrupted once, running again, nowhere else
 
 
 def test_services_wait_for_a_broker_that_is_not_there_yet(launch: LaunchFn, tmp_path: Path) -> None:
