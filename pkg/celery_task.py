@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from celery import Celery, Task, signals
+from celery import Celery, Task, signals, states
 from celery.app import backends
 from celery.backends.redis import RedisBackend
+from celery.exceptions import BackendStoreError
 from celery.result import AsyncResult
+from kombu.utils.encoding import bytes_to_str
 
 # kombu's Redis transport with leases (pkg/redis_transport.py), chosen by Celery's
 # broker_transport setting; kombu imports it by this path.
@@ -36,18 +38,69 @@ class BaseTask(Task):  # type: ignore[misc]
     default_retry_delay = 2
 
 
-class RedisResultBackend(RedisBackend):  # type: ignore[misc]
-    """Celery's Redis result backend, minus the pub/sub SUBSCRIBE it sends for every task sent.
+# Store a task's result unless a SUCCESS is already stored, and publish it to waiters: what
+# Celery's Redis backend does in two round trips (GET and decode, then MULTI SETEX PUBLISH EXEC),
+# here in one, and atomically. KEYS: result key. ARGV: encoded meta, expiry in s (0: none).
+STORE_RESULT_LUA = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local ok, meta = pcall(cjson.decode, current)
+  if ok and type(meta) == 'table' and meta['status'] == 'SUCCESS' then return 0 end
+end
+if tonumber(ARGV[2]) > 0 then
+  redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+redis.call('PUBLISH', KEYS[1], ARGV[1])
+return 1
+"""
 
-    Celery subscribes the sender to each task's result channel in advance, in case it calls
-    ``AsyncResult.get()``. A sender that never waits (the API reads state on request) pays a
-    Redis command per task and keeps a subscription per task id open. ``get()`` still works: it
-    subscribes when it is called and then reads the stored state, so a result that landed in
-    between is not missed.
+
+class RedisResultBackend(RedisBackend):  # type: ignore[misc]
+    """Celery's Redis result backend with two round trips fewer per task.
+
+    - No pub/sub SUBSCRIBE for every task sent: Celery subscribes the sender to each task's
+      result channel in advance, in case it calls ``AsyncResult.get()``. A sender that never
+      waits (the API reads state on request) pays a Redis command per task and keeps a
+      subscription per task id open. ``get()`` still works: it subscribes when it is called and
+      then reads the stored state, so a result that landed in between is not missed.
+    - Storing a result is one Lua script (``STORE_RESULT_LUA``) instead of a read, then a
+      write; same rule (a stored SUCCESS is never overwritten by a late duplicate), same keys,
+      expiry and publish.
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def _store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: Any = None,
+        request: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        meta = self._get_result_meta(
+            result=result, state=state, traceback=traceback, request=request
+        )
+        meta["task_id"] = bytes_to_str(task_id)  # type: ignore[no-untyped-call]
+        value = self.encode(meta)
+        if isinstance(value, str) and len(value) > self._MAX_STR_VALUE_SIZE:
+            raise BackendStoreError(
+                "value too large for Redis backend", state=state, task_id=task_id
+            )
+        expires = self.failure_expires if state == states.FAILURE else self.expires
+        key = self.get_key_for_task(task_id)
+        self.ensure(self._store_unless_succeeded, (key, value, expires or 0))
+        return result
+
+    def _store_unless_succeeded(self, key: bytes | str, value: Any, expires: int) -> None:
+        script = self.__dict__.get("_store_script")
+        if script is None or script.registered_client is not self.client:
+            script = self.__dict__["_store_script"] = self.client.register_script(STORE_RESULT_LUA)
+        script(keys=[key], args=[value, int(expires)])
 
 
 class ExitCodeCelery(Celery):  # type: ignore[misc]
@@ -255,13 +308,20 @@ class CeleryClient:
         queue: str | None = None,
     ) -> list[str]:
         """Send one task per ``kwargs`` entry and return their ids in order: one producer for the
-        batch, and kombu's publish batch (one pipelined round trip per 1,000 messages)."""
+        batch, and kombu's publish batch (one pipelined round trip per 1,000 messages).
+
+        The queue is declared by the first send only: routes here map task names to queues,
+        so every message of the batch goes to the same one, and kombu would otherwise copy and
+        bind the queue entity again for each message (a fifth of the publishing CPU).
+        """
         options: dict[str, Any] = {} if queue is None else {"queue": queue}
+        ids = []
         with self.app.producer_or_acquire() as producer, producer.batch():
-            return [
-                self.app.send_task(task_name, kwargs=dict(kw), producer=producer, **options).id
-                for kw in kwargs
-            ]
+            for kw in kwargs:
+                sent = self.app.send_task(task_name, kwargs=dict(kw), producer=producer, **options)
+                ids.append(sent.id)
+                options["declare"] = []
+        return ids
 
     # -- inspecting -------------------------------------------------------------------------
     def status(self, task_id: str) -> TaskStatus:

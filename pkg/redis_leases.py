@@ -17,6 +17,7 @@ Every time in these keys is Redis's own clock, so hosts with skewed clocks agree
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import redis
+from kombu.utils.encoding import bytes_to_str
 
 KEEPER_SCRIPT = Path(__file__).with_name("lease_keeper.py")
 # Renewals per lease: a keeper may miss four in a row (a loaded machine, a slow Redis) before
@@ -44,6 +46,52 @@ redis.call('ZADD', KEYS[1], tonumber(t[1]) + tonumber(t[2]) / 1000000, ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[3], ARGV[1])
 """
+# Ack the tags in ARGV[3...] (ARGV[2] of them), then pop up to ARGV[1] messages, in the order
+# of KEYS[4...] (queue lists, highest priority first), and record each as unacked and leased in
+# the same atomic step: a worker that dies right after the fetch still has every message it
+# took on record. Replies [list, message, ...].
+# KEYS: unacked index, unacked hash, owner set, then the queue lists.
+FETCH_LUA = """
+local ROUTE = '"delivery_info": ?{"exchange": ?("[%w%-_.:]*"), ?"routing_key": ?("[%w%-_.:]*")}'
+local acks = tonumber(ARGV[2])
+if acks > 0 then
+  local tags = {unpack(ARGV, 3, 2 + acks)}
+  redis.call('ZREM', KEYS[1], unpack(tags))
+  redis.call('HDEL', KEYS[2], unpack(tags))
+  redis.call('SREM', KEYS[3], unpack(tags))
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local wanted = tonumber(ARGV[1])
+local out = {}
+for i = 4, #KEYS do
+  while #out < 2 * wanted do
+    local item = redis.call('RPOP', KEYS[i])
+    if not item then break end
+    -- A quoted key cannot occur inside a JSON string (its quotes would be escaped), so these
+    -- patterns find the message's own properties (the last key, so searched from there);
+    -- anything unusual takes a full decode.
+    local from = string.find(item, '"properties":', 1, true) or 1
+    local tag = string.match(item, '"delivery_tag": ?"([%w%-]+)"', from)
+    local exchange, routing_key = string.match(item, ROUTE, from)
+    if not (tag and exchange) then
+      local properties = cjson.decode(item)['properties']
+      tag = properties['delivery_tag']
+      exchange = cjson.encode(properties['delivery_info']['exchange'])
+      routing_key = cjson.encode(properties['delivery_info']['routing_key'])
+    end
+    redis.call('ZADD', KEYS[1], now, tag)
+    -- As kombu stores it: [message, exchange, routing key].
+    redis.call('HSET', KEYS[2], tag, '[' .. item .. ',' .. exchange .. ',' .. routing_key .. ']')
+    redis.call('SADD', KEYS[3], tag)
+    out[#out + 1] = KEYS[i]
+    out[#out + 1] = item
+  end
+end
+return out
+"""
+# Redis names a script by its SHA-1 (not a security use).
+FETCH_SHA = hashlib.sha1(FETCH_LUA.encode(), usedforsecurity=False).hexdigest()
 # KEYS: unacked index, unacked hash, owner set. ARGV: delivery tags.
 ACK_LUA = """
 redis.call('ZREM', KEYS[1], unpack(ARGV))
@@ -79,6 +127,12 @@ class Leases:
         self._keys = [keys.index, keys.unacked, self.owner_key]
         # Tags to hand back once Redis answers again (a channel closed by a lost connection).
         self.to_restore: set[str] = set()
+        # A fetch's reply was lost with its connection: what it recorded is owned but held by
+        # nobody, so the next sweep hands back what this process owns and does not hold.
+        self.check_owned = False
+        # Acks not yet written: an event loop writes those of one loop turn in one command.
+        self._pending_acks: list[str] = []
+        self._acks_lock = threading.Lock()
         self._keeper: subprocess.Popen[bytes] | None = None
         self._keeper_lock = threading.Lock()
 
@@ -87,6 +141,49 @@ class Leases:
 
     def ack(self, *tags: str) -> None:
         self._ack(keys=self._keys, args=list(tags))
+
+    def fetch_command(self, queue_keys: list[str], wanted: int, acks: list[str]) -> list[Any]:
+        """The EVALSHA that writes ``acks`` and pops and records up to ``wanted`` messages (see
+        ``FETCH_LUA``), to send on a connection of the caller's (kombu's event-loop one). A
+        NOSCRIPT reply (Redis restarted) means it did nothing: ``load_fetch``, then again."""
+        keys = [*self._keys, *queue_keys]
+        return ["EVALSHA", FETCH_SHA, len(keys), *keys, wanted, len(acks), *acks]
+
+    def load_fetch(self) -> None:
+        self.client.script_load(FETCH_LUA)
+
+    def ack_later(self, tag: str) -> None:
+        with self._acks_lock:
+            self._pending_acks.append(tag)
+
+    def take_acks(self) -> list[str]:
+        """The acks not yet written, for a caller that writes them (``fetch_command``); on a
+        failure it hands them back with ``keep_acks``."""
+        with self._acks_lock:
+            tags, self._pending_acks = self._pending_acks, []
+        return tags
+
+    def keep_acks(self, tags: list[str]) -> None:
+        with self._acks_lock:
+            self._pending_acks[:0] = tags
+
+    def pending_acks(self) -> set[str]:
+        with self._acks_lock:
+            return set(self._pending_acks)
+
+    def owned(self) -> set[str]:
+        return {bytes_to_str(tag) for tag in self.client.smembers(self.owner_key)}  # type: ignore[no-untyped-call]
+
+    def flush_acks(self) -> None:
+        """Write the acks held by ``ack_later``; on a Redis error keep them for the next try."""
+        tags = self.take_acks()
+        if not tags:
+            return
+        try:
+            self.ack(*tags)
+        except redis.RedisError:
+            self.keep_acks(tags)
+            raise
 
     def ensure_keeper(self) -> None:
         """Start the keeper, or start it again if it died (its leases would run out)."""

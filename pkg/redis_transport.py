@@ -14,9 +14,15 @@ Redis transport runs and nothing here is loaded. What it changes, each in a subc
   ack then fails through the dead channel and the worker exits). Here the running ones stay
   leased and are acked later through the process's own client; the others go back to the front
   of their queues as soon as Redis answers again.
-- **Cheaper bookkeeping** (measured in bench/): one ``redis.Redis`` per channel instead of one
-  per command (redis-py fills ~170 callbacks into each), and the record/ack of a message as one
-  Lua script each instead of MULTI/EXEC pipelines.
+- **Fewer round trips per task** (measured in bench/; each one costs the worker's main process a
+  wait on Redis): while the queues hold messages, one Lua script pops as many as the prefetch
+  limit allows and records them as unacked and leased in the same atomic step (kombu: one BRPOP
+  per message, then a MULTI/EXEC to record it, with a window where a crash loses it); BRPOP is
+  kept for waiting on empty queues. Acks made during one turn of the event loop are written
+  together in one script at the start of the next turn, and before a channel closes (a worker
+  killed inside that turn runs those tasks again: delivery stays at least once). One
+  ``redis.Redis`` per channel instead of one per command (redis-py fills ~170 callbacks into
+  each).
 
 kombu outside the tested series is refused at start-up: these methods override kombu internals
 that may change between minor versions.
@@ -24,6 +30,9 @@ that may change between minor versions.
 
 from __future__ import annotations
 
+import contextlib
+from queue import Empty
+from time import monotonic
 from typing import Any
 
 import kombu
@@ -32,12 +41,15 @@ from kombu.transport import virtual
 from kombu.utils.encoding import bytes_to_str
 from kombu.utils.json import dumps as _untyped_dumps
 from kombu.utils.json import loads
+from redis.exceptions import NoScriptError
 
 from pkg.redis_leases import LeaseKeys, Leases, current_leases, leases_for
 
 dumps: Any = _untyped_dumps
 
 TESTED_KOMBU_SERIES = "5.7"
+# Most messages one fetch may take (the prefetch limit usually says fewer).
+MAX_FETCH = 100
 
 
 class UnsupportedKombuVersion(RuntimeError):
@@ -77,15 +89,23 @@ class QoS(kombu_redis.QoS):
         return leases_for(channel._connparams(), keys)
 
     def append(self, message: Any, delivery_tag: str) -> None:
-        delivery = message.delivery_info
-        stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-        _held_leases(self).append(delivery_tag, stored)
+        recorded = self.channel.recorded
+        if delivery_tag in recorded:  # the fetch script recorded it already
+            recorded.discard(delivery_tag)
+        else:
+            delivery = message.delivery_info
+            stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
+            _held_leases(self).append(delivery_tag, stored)
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         # Through the process's client, not the channel's: the channel may have been closed by a
         # lost connection while this task ran.
-        _held_leases(self).ack(delivery_tag)
+        leases = _held_leases(self)
+        if getattr(self.channel.connection, "acks_per_turn", False):
+            leases.ack_later(delivery_tag)
+        else:
+            leases.ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -103,6 +123,10 @@ class QoS(kombu_redis.QoS):
         if leases is None:
             self._delivered.clear()
             return
+        if self.channel._fetching:
+            self.channel._fetch_lost()
+        with contextlib.suppress(Exception):  # Redis gone: written at a later turn or sweep
+            leases.flush_acks()  # acked tasks must not look unacked once the channel is gone
         running = running_delivery_tags()
         for tag in list(self._delivered):
             if tag in running:
@@ -118,6 +142,8 @@ class QoS(kombu_redis.QoS):
         if leases is not None:
             leases.ensure_keeper()
             self._restore_left_behind(leases)
+            if leases.check_owned and not self.channel._fetching:
+                self.hand_back_unheld(leases)
         self._vrestore_count += 1
         if (self._vrestore_count - 1) % (interval or 1):
             return
@@ -157,6 +183,20 @@ class QoS(kombu_redis.QoS):
 
         client.transaction(restore, self.unacked_key, self.unacked_index_key)
 
+    def hand_back_unheld(self, leases: Leases) -> None:
+        """Hand back what this process owns but holds nowhere: messages recorded by a fetch
+        whose reply was lost with its connection, so never delivered."""
+        held = (
+            set(self._delivered)
+            | running_delivery_tags()
+            | leases.to_restore
+            | leases.pending_acks()
+            | self.channel.recorded
+        )
+        for tag in leases.owned() - held:
+            self.restore_by_tag(tag)
+        leases.check_owned = False
+
     def _restore_left_behind(self, leases: Leases) -> None:
         for tag in list(leases.to_restore):
             try:
@@ -174,12 +214,103 @@ class Channel(kombu_redis.Channel):
     QoS = QoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Delivery tags the fetch script recorded, until QoS.append sees them.
+        self.recorded: set[str] = set()
+        # Fetch with the script while the queues have messages; BRPOP to wait when they do not.
+        self._queues_busy = True
+        self._fetching = False
+        self._acks_in_flight: list[str] = []
+        self._no_ack_queues: set[str] = set()
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
             raise ValueError(
                 "pkg.redis_transport does not support global_keyprefix (its scripts name "
                 "their keys); use a Redis database of its own, or BROKER_TRANSPORT=kombu"
             )
+
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
+        if no_ack:  # nothing would ever ack what the script records for these
+            self._no_ack_queues.add(queue)
+        return super().basic_consume(queue, no_ack, *args, **kwargs)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        if not self._queues_busy or self._no_ack_queues.intersection(self.active_queues):
+            super()._brpop_start(timeout)
+            return None
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return None
+        keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
+        wanted = min(self.qos.can_consume_max_estimate() or MAX_FETCH, MAX_FETCH)
+        leases = _held_leases(self.qos)
+        self._acks_in_flight = leases.take_acks()  # written by the same script
+        command = leases.fetch_command(keys, max(wanted, 1), self._acks_in_flight)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()  # type: ignore[assignment]
+        self._fetching = True
+        self.client.connection.send_command(*command)
+        return None
+
+    def _fetch_lost(self) -> None:
+        """The fetch's reply is lost with its connection: its acks go again, and what it may
+        have recorded is checked at the next sweep (``QoS.hand_back_unheld``)."""
+        self._fetching = False
+        leases = _held_leases(self.qos)
+        leases.keep_acks(self._acks_in_flight)
+        self._acks_in_flight = []
+        leases.check_owned = True
+
+    def _on_connection_disconnect(self, connection: Any) -> None:
+        if self._fetching and connection is self._in_poll:
+            self._fetch_lost()
+        super()._on_connection_disconnect(connection)
+
+    def _brpop_read(self, **options: Any) -> bool:
+        if not self._fetching:
+            delivered = bool(super()._brpop_read(**options))  # raises Empty on a timeout
+            self._queues_busy = True  # a message came: there may be more behind it
+            return delivered
+        self._fetching = False
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "EVALSHA", **options)
+            except self.connection_errors:
+                self._fetch_lost()
+                self.client.connection.disconnect()
+                raise
+            except NoScriptError:  # a new Redis: the script did nothing; load it, fetch again
+                leases = _held_leases(self.qos)
+                leases.keep_acks(self._acks_in_flight)
+                self._acks_in_flight = []
+                leases.load_fetch()
+                raise Empty() from None
+            self._acks_in_flight = []
+            if not reply:
+                self._queues_busy = False
+                raise Empty()
+            self._deliver_fetched(reply)
+            return True
+        finally:
+            self._in_poll = None  # type: ignore[assignment]
+            self._flush_brpop_reauth()
+
+    def _deliver_fetched(self, reply: list[bytes]) -> None:
+        fetched = [
+            (bytes_to_str(key).rsplit(self.sep, 1)[0], loads(bytes_to_str(item)))
+            for key, item in zip(reply[::2], reply[1::2], strict=True)
+        ]
+        tags = [payload["properties"]["delivery_tag"] for _, payload in fetched]
+        self.recorded.update(tags)
+        try:
+            for queue, payload in fetched:
+                self._queue_cycle.rotate(queue)
+                self.connection._deliver(payload, queue)
+        finally:
+            # A delivery that raised leaves recorded messages nobody holds: hand them back.
+            for tag in tags:
+                if tag in self.recorded:
+                    self.recorded.discard(tag)
+                    self.qos.restore_by_tag(tag)
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's client is kept by kombu already (Channel.client)
@@ -192,7 +323,48 @@ class Channel(kombu_redis.Channel):
 
 class Transport(kombu_redis.Transport):
     Channel = Channel
+    # Set once an event loop drives this connection: acks then wait for the next loop turn.
+    acks_per_turn = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         check_kombu_version()
         super().__init__(*args, **kwargs)
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        global _looped
+        super().register_with_event_loop(connection, loop)
+        loop.on_tick.add(flush_pending_acks)  # the same function each time: added once
+        self.acks_per_turn = True
+        _looped = self
+
+    def fetch_carries_acks(self) -> bool:
+        """Whether a fetch will carry the pending acks: one is in flight (the next follows its
+        reply), or a consuming channel sends one this loop turn."""
+        return any(
+            channel._fetching
+            or (
+                channel.active_queues
+                and channel._queues_busy
+                and not channel._in_poll
+                and not channel._no_ack_queues
+                and channel.qos.can_consume()
+            )
+            for channel in getattr(self.cycle, "_channels", ())
+        )
+
+
+# The transport an event loop drives in this process (the worker's consumer connection).
+_looped: Transport | None = None
+
+
+def flush_pending_acks() -> None:
+    """At each loop turn: write the acks of the last turn in one command, unless a fetch
+    carries them. A Redis error is the connection's business: the acks stay pending
+    and go with the next turn."""
+    leases = current_leases()
+    if leases is None or (_looped is not None and _looped.fetch_carries_acks()):
+        return
+    try:
+        leases.flush_acks()
+    except Exception as exc:
+        kombu_redis.logger.warning("acks not written yet, retrying next turn: %r", exc)
