@@ -211,21 +211,39 @@ class Leases:
             stdin.flush()
 
 
-_leases: Leases | None = None
-_leases_lock = threading.Lock()
+_registry: dict[tuple[Any, ...], Leases] = {}
+_registry_lock = threading.Lock()
+
+
+def _registry_key(connparams: dict[str, Any], keys: LeaseKeys) -> tuple[Any, ...]:
+    target = tuple(connparams.get(k) for k in ("host", "port", "path", "db"))
+    return (*target, keys.index, keys.unacked)
+
+
+def _this_process() -> dict[tuple[Any, ...], Leases]:
+    """The registry, emptied after a fork (sockets and keepers are not shared)."""
+    if any(leases.pid != os.getpid() for leases in _registry.values()):
+        _registry.clear()
+    return _registry
 
 
 def leases_for(connparams: dict[str, Any], keys: LeaseKeys) -> Leases:
-    """This process's ``Leases`` (a new one after a fork: sockets and keepers are not shared)."""
-    global _leases
-    with _leases_lock:
-        if _leases is None or _leases.pid != os.getpid():
-            _leases = Leases(connparams, keys)
-            _leases.ensure_keeper()
-        return _leases
+    """This process's ``Leases`` for one Redis and one set of unacked keys, made on first use."""
+    key = _registry_key(connparams, keys)
+    with _registry_lock:
+        registry = _this_process()
+        if key not in registry:
+            registry[key] = Leases(connparams, keys)
+            registry[key].ensure_keeper()
+        return registry[key]
 
 
-def current_leases() -> Leases | None:
-    """This process's ``Leases`` if it has taken any message, else None."""
-    leases = _leases
-    return leases if leases is not None and leases.pid == os.getpid() else None
+def known_leases(connparams: dict[str, Any], keys: LeaseKeys) -> Leases | None:
+    """``leases_for`` if this process has taken a message there, else None."""
+    with _registry_lock:
+        return _this_process().get(_registry_key(connparams, keys))
+
+
+def all_leases() -> list[Leases]:
+    with _registry_lock:
+        return list(_this_process().values())

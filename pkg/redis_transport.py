@@ -31,6 +31,7 @@ that may change between minor versions.
 from __future__ import annotations
 
 import contextlib
+import os
 from queue import Empty
 from time import monotonic
 from typing import Any
@@ -43,7 +44,7 @@ from kombu.utils.json import dumps as _untyped_dumps
 from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
-from pkg.redis_leases import LeaseKeys, Leases, current_leases, leases_for
+from pkg.redis_leases import LeaseKeys, Leases, all_leases, known_leases, leases_for
 
 dumps: Any = _untyped_dumps
 
@@ -78,15 +79,32 @@ def running_delivery_tags() -> set[str]:
 class QoS(kombu_redis.QoS):
     """Ack emulation on leases (see the module docstring)."""
 
-    @property
-    def leases(self) -> Leases:
+    _leases: Leases | None = None
+
+    def _lease_keys(self) -> LeaseKeys:
         channel = self.channel
-        keys = LeaseKeys(
+        return LeaseKeys(
             index=channel.unacked_index_key,
             unacked=channel.unacked_key,
             lease_seconds=float(channel.visibility_timeout),
         )
-        return leases_for(channel._connparams(), keys)
+
+    @property
+    def leases(self) -> Leases:
+        """This process's leases for the channel's Redis and keys (kept after the channel
+        closes: an ack of a task that outlived its channel still goes through)."""
+        if self._leases is None or self._leases.pid != os.getpid():
+            self._leases = leases_for(self.channel._connparams(), self._lease_keys())
+        return self._leases
+
+    def known_leases(self) -> Leases | None:
+        """``leases`` if this process has taken a message there (maybe on an earlier channel)."""
+        if self._leases is not None and self._leases.pid == os.getpid():
+            return self._leases
+        try:
+            return known_leases(self.channel._connparams(), self._lease_keys())
+        except AttributeError:  # a closed channel's connection is gone
+            return None
 
     def append(self, message: Any, delivery_tag: str) -> None:
         recorded = self.channel.recorded
@@ -95,13 +113,13 @@ class QoS(kombu_redis.QoS):
         else:
             delivery = message.delivery_info
             stored = dumps([message._raw, delivery["exchange"], delivery["routing_key"]])
-            _held_leases(self).append(delivery_tag, stored)
+            self.leases.append(delivery_tag, stored)
         virtual.QoS.append(self, message, delivery_tag)
 
     def ack(self, delivery_tag: str) -> None:
         # Through the process's client, not the channel's: the channel may have been closed by a
         # lost connection while this task ran.
-        leases = _held_leases(self)
+        leases = self.leases
         if getattr(self.channel.connection, "acks_per_turn", False):
             leases.ack_later(delivery_tag)
         else:
@@ -110,16 +128,16 @@ class QoS(kombu_redis.QoS):
 
     def reject(self, delivery_tag: str, requeue: bool = False) -> None:
         if requeue:
-            self.restore_by_tag(delivery_tag, client=_held_leases(self).client, leftmost=True)
+            self.restore_by_tag(delivery_tag, client=self.leases.client, leftmost=True)
         else:
-            _held_leases(self).ack(delivery_tag)
+            self.leases.ack(delivery_tag)
         virtual.QoS.ack(self, delivery_tag)
 
     def restore_unacked(self, client: Any = None) -> None:
         """The channel closes: hand back what is not running; the running tasks keep their
         leases and ack when done. What cannot be handed back now (Redis gone) is handed back
         by the next sweep that reaches Redis."""
-        leases = current_leases()
+        leases = self.known_leases()
         if leases is None:
             self._delivered.clear()
             return
@@ -138,7 +156,7 @@ class QoS(kombu_redis.QoS):
         self._delivered.clear()
 
     def restore_visible(self, start: int = 0, num: int | None = 10, interval: int = 10) -> None:
-        leases = current_leases()
+        leases = self.known_leases()
         if leases is not None:
             leases.ensure_keeper()
             self._restore_left_behind(leases)
@@ -206,10 +224,6 @@ class QoS(kombu_redis.QoS):
             leases.to_restore.discard(tag)
 
 
-def _held_leases(qos: QoS) -> Leases:
-    return current_leases() or qos.leases
-
-
 class Channel(kombu_redis.Channel):
     QoS = QoS
 
@@ -241,8 +255,12 @@ class Channel(kombu_redis.Channel):
         if not queues:
             return None
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-        wanted = min(self.qos.can_consume_max_estimate() or MAX_FETCH, MAX_FETCH)
-        leases = _held_leases(self.qos)
+        # A batch when an event loop drives the connection (a worker); one message at a time
+        # for drain_events() callers, which get one message per call from kombu's transports.
+        wanted = 1
+        if getattr(self.connection, "acks_per_turn", False):
+            wanted = min(self.qos.can_consume_max_estimate() or MAX_FETCH, MAX_FETCH)
+        leases = self.qos.leases
         self._acks_in_flight = leases.take_acks()  # written by the same script
         command = leases.fetch_command(keys, max(wanted, 1), self._acks_in_flight)
         self._in_poll = self.client.connection
@@ -255,7 +273,7 @@ class Channel(kombu_redis.Channel):
         """The fetch's reply is lost with its connection: its acks go again, and what it may
         have recorded is checked at the next sweep (``QoS.hand_back_unheld``)."""
         self._fetching = False
-        leases = _held_leases(self.qos)
+        leases = self.qos.leases
         leases.keep_acks(self._acks_in_flight)
         self._acks_in_flight = []
         leases.check_owned = True
@@ -279,7 +297,7 @@ class Channel(kombu_redis.Channel):
                 self.client.connection.disconnect()
                 raise
             except NoScriptError:  # a new Redis: the script did nothing; load it, fetch again
-                leases = _held_leases(self.qos)
+                leases = self.qos.leases
                 leases.keep_acks(self._acks_in_flight)
                 self._acks_in_flight = []
                 leases.load_fetch()
@@ -361,10 +379,10 @@ def flush_pending_acks() -> None:
     """At each loop turn: write the acks of the last turn in one command, unless a fetch
     carries them. A Redis error is the connection's business: the acks stay pending
     and go with the next turn."""
-    leases = current_leases()
-    if leases is None or (_looped is not None and _looped.fetch_carries_acks()):
+    if _looped is not None and _looped.fetch_carries_acks():
         return
-    try:
-        leases.flush_acks()
-    except Exception as exc:
-        kombu_redis.logger.warning("acks not written yet, retrying next turn: %r", exc)
+    for leases in all_leases():
+        try:
+            leases.flush_acks()
+        except Exception as exc:
+            kombu_redis.logger.warning("acks not written yet, retrying next turn: %r", exc)
