@@ -23,9 +23,6 @@ import watchfiles
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 WATCHED_DIRS = tuple(REPO_ROOT / name for name in ("internal", "pkg", "services"))
-WINDOWS_MESSAGE = (
-    "Error: This worker script does not support Windows. Please use a POSIX system (Linux/macOS)."
-)
 # Exit codes after which a supervised child is not restarted until the next change: 0 is a
 # clean stop the user asked for (or --help), 2 is a usage error that no code edit will fix.
 FINAL_EXIT_CODES = frozenset({0, 2})

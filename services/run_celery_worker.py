@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    # os.path, not pathlib: on Windows this must get as far as the refusal in main().
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from services.launcher import WINDOWS_MESSAGE, launch
-
+WINDOWS_MESSAGE = (
+    "Error: This worker script does not support Windows. Please use a POSIX system (Linux/macOS)."
+)
 # What a cold shutdown (cancel the running tasks, hand them back, exit) may take.
 COLD_SHUTDOWN_SECONDS = 4.0
 
@@ -31,12 +32,13 @@ def default_argv(queue: str, concurrency: int) -> list[str]:
 
 
 def main(user_args: list[str]) -> int:
-    if os.name == "nt":
+    if os.name == "nt":  # before anything that builds a path (pathlib refuses, on Windows)
         print(WINDOWS_MESSAGE, file=sys.stderr)
         return 1
     from internal.celery_tasks import default_celery_client, default_queue
     from internal.config.setting import get_settings
     from pkg.shutdown_deadline import hand_back_after
+    from services.launcher import launch
 
     settings = get_settings()
     # Running tasks get SHUTDOWN_GRACE_SECONDS to finish on a stop; then they go back to the
