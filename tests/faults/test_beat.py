@@ -10,7 +10,7 @@ import time
 
 from tests.conftest import LaunchFn
 from tests.faults.conftest import Isolated
-from tests.support.processes import Launched
+from tests.support.processes import Launched, wait_until
 
 SENT = re.compile(
     r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}): INFO/MainProcess\] "
@@ -50,13 +50,14 @@ def test_only_one_beat_runs_and_a_standby_takes_over(launch: LaunchFn, isolated:
 def test_restart_neither_double_fires_nor_skips(launch: LaunchFn, isolated: Isolated) -> None:
     interval = 2.0
     env = {"REDIS_URL": isolated.url, "HEARTBEAT_INTERVAL_SECONDS": str(interval)}
+    # Wait for sends, not a fixed time: beat's start-up alone takes 2.5 to 3.5 s here.
     before = launch("run_celery_beat.py", env=env)
-    time.sleep(7)
+    wait_until(lambda: len(sends(before)) >= 3, timeout=30, what="three sends before")
     assert before.stop(signal.SIGTERM) == 0
-    stopped = time.monotonic()
+    stopped = time.time()
     after = launch("run_celery_beat.py", env=env)
-    time.sleep(7)
-    downtime = time.monotonic() - stopped
+    wait_until(lambda: len(sends(after)) >= 3, timeout=30, what="three sends after")
+    downtime = sends(after)[0] - stopped  # stop to the first send of the new beat
     stamps = sends(before, after)
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     print(f"\nbeat restart: {len(stamps)} sends, gaps {[round(g, 1) for g in gaps]} s")
