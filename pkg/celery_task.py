@@ -221,8 +221,11 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # redelivered forever: retry it as a new message counted against the task's
         # max_retries (default 3), then record FAILURE (WorkerLostError).
         "task_retry_on_worker_lost": True,
-        # One message at a time per process: a long task does not hold others hostage.
-        "worker_prefetch_multiplier": 1,
+        # Celery's default: four reserved messages per process, so the worker fetches several
+        # at once and no process waits on a fetch. Reserved messages are leased like running
+        # ones (a lost worker's come back); set 1 for workers of long tasks, whose reserved
+        # messages would otherwise wait behind them while another worker idles.
+        "worker_prefetch_multiplier": 4,
         "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
         # A publish to a broker that is down fails in about a second instead of hanging.
         "task_publish_retry_policy": {

@@ -247,22 +247,36 @@ class Channel(kombu_redis.Channel):
             self._no_ack_queues.add(queue)
         return super().basic_consume(queue, no_ack, *args, **kwargs)
 
+    def fetches_by_script(self) -> bool:
+        """Whether the next fetch is the script (queues had messages, every consumer acks)
+        rather than kombu's BRPOP, which waits on empty queues."""
+        return self._queues_busy and not self._no_ack_queues.intersection(self.active_queues)
+
+    def fetch_size(self) -> int:
+        """How many messages the script fetches: as many as the prefetch window has room for
+        when an event loop drives the connection (a worker); one for ``drain_events()``
+        callers, which get one message per call from kombu's transports.
+
+        Tried and dropped: waiting until a quarter of the window is free, for bigger batches.
+        The acks of the tasks done meanwhile then went in writes of their own, so the round
+        trips per task stayed the same and throughput fell (1.90x stock against 2.10x)."""
+        if not getattr(self.connection, "acks_per_turn", False):
+            return 1
+        free = self.qos.can_consume_max_estimate()
+        return MAX_FETCH if free is None else max(1, min(free, MAX_FETCH))
+
     def _brpop_start(self, timeout: float | None = None) -> None:
-        if not self._queues_busy or self._no_ack_queues.intersection(self.active_queues):
+        if not self.fetches_by_script():
             super()._brpop_start(timeout)
             return None
+        wanted = self.fetch_size()
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return None
         keys = [self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues]
-        # A batch when an event loop drives the connection (a worker); one message at a time
-        # for drain_events() callers, which get one message per call from kombu's transports.
-        wanted = 1
-        if getattr(self.connection, "acks_per_turn", False):
-            wanted = min(self.qos.can_consume_max_estimate() or MAX_FETCH, MAX_FETCH)
         leases = self.qos.leases
         self._acks_in_flight = leases.take_acks()  # written by the same script
-        command = leases.fetch_command(keys, max(wanted, 1), self._acks_in_flight)
+        command = leases.fetch_command(keys, wanted, self._acks_in_flight)
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()  # type: ignore[assignment]
         self._fetching = True
@@ -362,10 +376,9 @@ class Transport(kombu_redis.Transport):
             channel._fetching
             or (
                 channel.active_queues
-                and channel._queues_busy
                 and not channel._in_poll
-                and not channel._no_ack_queues
                 and channel.qos.can_consume()
+                and channel.fetches_by_script()
             )
             for channel in getattr(self.cycle, "_channels", ())
         )

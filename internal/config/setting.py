@@ -48,6 +48,10 @@ class Settings(BaseSettings):
 
     # Worker defaults (the launcher's flags still win over these).
     worker_concurrency: PositiveInt = 4
+    # Messages reserved per pool process (running plus waiting in the worker). Celery's 4
+    # lets one fetch bring several, and keeps every process fed between fetches; 1 for
+    # workers of long tasks, so the messages they reserve wait for no one else's task.
+    worker_prefetch_multiplier: PositiveInt = 4
     # Task events (task-received/started/succeeded) from every worker: what Flower's task list
     # shows. Off by default: three extra publishes a task. Flower turns them on in the workers
     # it watches anyway (every 5 s); dev turns them on from the start.

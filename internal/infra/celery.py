@@ -44,6 +44,7 @@ def build_celery_client(settings: Settings) -> CeleryClient:
         ),
         overrides={
             "worker_concurrency": settings.worker_concurrency,
+            "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
             "worker_send_task_events": settings.worker_task_events,
         },
     )
