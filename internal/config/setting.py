@@ -111,13 +111,14 @@ class Settings(BaseSettings):
         return self._authed(self.celery_result_backend or self.redis_url)
 
     def _authed(self, url: RedisDsn) -> str:
+        """The URL with REDIS_PASSWORD added, after the URL's user name if it has one (a Redis
+        ACL user): ``redis://app@redis/0`` -> ``redis://app:<password>@redis/0``."""
         parts = urlsplit(str(url))
         if self.redis_password is None or parts.password is not None:
             return str(url)
         password = quote(self.redis_password.get_secret_value(), safe="")
-        return urlunsplit(
-            parts._replace(netloc=f"{parts.username or ''}:{password}@{parts.netloc}")
-        )
+        user, _, host = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
     @model_validator(mode="after")
     def _check(self) -> Settings:
@@ -148,10 +149,9 @@ def mask_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+    credentials, _, host = parts.netloc.rpartition("@")
+    user = credentials.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def env_file_for(app_env: str | None) -> Path | None:
