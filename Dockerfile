@@ -3,13 +3,15 @@
 #   target prod - runtime only, code copied and byte-compiled, non-root, read-only friendly
 ARG PYTHON_IMAGE=python:3.13-slim
 
-# ---- build stages: uv (installed with pip) puts the hashed pins into /opt/venv ----
+# ---- build stages: uv (hashed pin in requirements/build.txt) puts the hashed pins into /opt/venv ----
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never
-RUN --mount=type=cache,target=/root/.cache/pip python -m pip install uv==0.13.9 \
+COPY requirements/build.txt /tmp/build.txt
+RUN --mount=type=cache,target=/root/.cache/pip \
+    python -m pip install --require-hashes --no-deps -r /tmp/build.txt \
  && python -m venv --without-pip /opt/venv
 
 FROM builder AS deps-prod

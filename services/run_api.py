@@ -17,6 +17,7 @@ from uvicorn.main import main as uvicorn_cli
 from services.launcher import REPO_ROOT, WATCHED_DIRS, run_click, split_reload_flag
 
 APP = "internal.api.app:app"
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def default_argv(host: str, port: int, reload: bool) -> list[str]:
@@ -26,8 +27,8 @@ def default_argv(host: str, port: int, reload: bool) -> list[str]:
         "--host", host,
         "--port", str(port),
         "--no-server-header",
-        # Finish in-flight requests on SIGTERM, within compose's stop_grace_period.
-        "--timeout-graceful-shutdown", "10",
+        # Finish in-flight requests on SIGTERM, within compose's stop_grace_period (15 s).
+        "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS),
     ]  # fmt: skip
     if reload:
         argv.append("--reload")

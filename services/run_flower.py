@@ -1,5 +1,6 @@
-"""Start Flower through Celery's own entry point, with this app (so the same broker):
-``python services/run_flower.py [flower flags]``.
+"""Start Flower with this app (so the same broker): ``python services/run_flower.py [flower
+flags]``. Flower's own steps, with /metrics behind the same auth as its pages
+(``pkg/flower_app.py``).
 
 Defaults: FLOWER_PORT, LISTEN_HOST, state persisted to FLOWER_DB; basic auth from
 FLOWER_BASIC_AUTH (required in prod), passed through the environment so it never shows in
@@ -15,14 +16,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.launcher import run_click
-
 NO_AUTH_IN_PROD = "Invalid settings:\n  FLOWER_BASIC_AUTH is required in prod (user:password)"
 
 
 def default_argv(host: str, port: int, db: Path) -> list[str]:
     return [
-        "flower",
         f"--address={host}",
         f"--port={port}",
         # Keep seen tasks and workers across restarts.
@@ -37,6 +35,7 @@ def default_argv(host: str, port: int, db: Path) -> list[str]:
 def main(user_args: list[str]) -> int:
     from internal.celery_tasks import default_celery_client
     from internal.config.setting import get_settings
+    from pkg.flower_app import serve
 
     settings = get_settings()
     auth = settings.flower_basic_auth.get_secret_value() if settings.flower_basic_auth else ""
@@ -48,7 +47,7 @@ def main(user_args: list[str]) -> int:
     if auth:
         os.environ["FLOWER_BASIC_AUTH"] = auth
     argv = default_argv(settings.listen_host, settings.flower_port, settings.flower_db)
-    return run_click(default_celery_client.app.start, [*argv, *user_args])
+    return serve(default_celery_client.app, [*argv, *user_args])
 
 
 if __name__ == "__main__":

@@ -74,3 +74,31 @@ def test_prod_refuses_an_empty_redis_password(images: Path) -> None:
         stack.down()
     assert result.returncode != 0
     assert "secrets/redis_password is empty: refusing to start" in logs
+
+
+def test_dev_ports_answer_this_machine_only_unless_opened() -> None:
+    """Regression (issue 10, open doors): dev published the API and Flower (whose API can send
+    any task and shut workers down) on every interface."""
+    cases: list[tuple[dict[str, str | None], str]] = [
+        ({"DEV_BIND_ADDRESS": None}, "127.0.0.1"),
+        ({"DEV_BIND_ADDRESS": "0.0.0.0"}, "0.0.0.0"),
+    ]
+    for env, expected in cases:
+        services = Stack(Path(REPO_ROOT), profile="dev", env=env).config()["services"]
+        published = {
+            name: [port.get("host_ip") for port in spec.get("ports", [])]
+            for name, spec in services.items()
+        }
+        assert published["api"] == [expected] and published["flower"] == [expected], published
+        assert not any(published[name] for name in ("redis", "worker", "beat")), published
+
+
+@pytest.mark.parametrize(("profile", "suffix"), [("dev", ""), ("prod", "-prod")])
+def test_docker_waits_for_the_api_to_drain(profile: str, suffix: str) -> None:
+    """Regression (issue 10, promises): uvicorn's graceful shutdown was as long as compose's
+    default stop grace (10 s), so Docker could kill the API while it drained."""
+    from services.run_api import GRACEFUL_SHUTDOWN_SECONDS
+
+    api = Stack(Path(REPO_ROOT), profile=profile).config()["services"][f"api{suffix}"]
+    grace = api.get("stop_grace_period", "10s")
+    assert grace.endswith("s") and float(grace[:-1]) >= GRACEFUL_SHUTDOWN_SECONDS + 3, grace

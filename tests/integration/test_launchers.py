@@ -147,3 +147,18 @@ def test_flower_refuses_to_start_in_prod_without_credentials(launch: LaunchFn) -
     proc = launch("run_flower.py", env={"APP_ENV": "prod", "REDIS_PASSWORD": "pw"})
     assert proc.proc.wait(timeout=60) == 1
     assert "FLOWER_BASIC_AUTH is required in prod" in proc.output
+
+
+def test_flower_metrics_ask_for_the_credentials_its_pages_ask_for(launch: LaunchFn) -> None:
+    """Regression (issue 10, open doors; flower #1342): with basic auth on, Flower served
+    /metrics to anyone. /healthcheck stays open for probes."""
+    port = free_port()
+    launch("run_flower.py", f"--port={port}", env={"FLOWER_BASIC_AUTH": "admin:flower-pw"})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(
+        lambda: httpx.get(f"{url}/healthcheck").status_code == 200, timeout=30, what="flower"
+    )
+    assert httpx.get(f"{url}/metrics").status_code == 401
+    assert httpx.get(f"{url}/metrics", auth=("admin", "wrong")).status_code == 401
+    r = httpx.get(f"{url}/metrics", auth=("admin", "flower-pw"))
+    assert r.status_code == 200 and "flower_events_total" in r.text

@@ -12,7 +12,8 @@ import pytest
 from tests.support.processes import free_port
 from tests.support.stack import Stack, copy_repo, require_docker
 
-REDIS_PASSWORD = "e2e-redis-pw-7f3a"
+# With the characters redis.conf's quoting and URLs must escape: every prod test checks them.
+REDIS_PASSWORD = 'e2e-"redis\\pw@7f3a/:'
 FLOWER_USER, FLOWER_PASSWORD = "admin", "e2e-flower-pw"
 
 

@@ -71,3 +71,15 @@ def test_pyproject_bounds_the_tested_series() -> None:
         assert specifier.contains(pinned[name][0]), (name, specifier)
         assert any(s.operator == "<" for s in specifier), f"{name} has no upper bound"
     assert pinned["kombu"][0].startswith(TESTED_KOMBU_SERIES + ".")
+
+
+def test_the_images_install_every_tool_by_hash() -> None:
+    """Regression (issue 10, open doors): the builder installed uv by version alone. Every
+    ``pip install`` / ``uv pip install`` in the Dockerfile reads a hashed requirements file."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    installs = [line for line in dockerfile.splitlines() if "pip install" in line]
+    assert installs, "the Dockerfile installs nothing?"
+    for line in installs:
+        assert "--require-hashes" in line and " -r " in line, line
+    build = (REQUIREMENTS / "build.txt").read_text()
+    assert "uv" in pins("build.txt") and "--hash=sha256:" in build
