@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
@@ -32,11 +33,26 @@ def stop_this_process() -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
+def stamp_sent_heartbeat(sender: str | None = None, **_: object) -> None:
+    """Beat's liveness for its healthcheck: the time it last sent the heartbeat task. Stamped
+    here, not by the worker that runs the task, so busy or absent workers (the task expires
+    after one interval) never make beat look dead."""
+    from internal.infra.redis import HEARTBEAT_KEY, get_redis
+    from internal.tasks.celery.queues import HEARTBEAT
+
+    if sender == HEARTBEAT:
+        get_redis().set(HEARTBEAT_KEY, f"{time.time():.3f}")
+
+
 def start_single_beat(argv: list[str]) -> int | None:
+    from celery import signals
+
     from internal.celery_tasks import default_celery_client
     from internal.config.setting import get_settings
     from internal.infra.redis import get_redis
     from pkg.singleton_lock import SingletonLock
+
+    signals.after_task_publish.connect(stamp_sent_heartbeat, weak=False)
 
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s: %(levelname)s/beat-lock] %(message)s"

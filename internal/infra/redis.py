@@ -14,7 +14,10 @@ from internal.config.setting import get_settings
 _client: redis.Redis | None = None
 _async_clients: dict[str, aioredis.Redis] = {}
 
+# When beat last sent its heartbeat task (beat's healthcheck: beat alone decides it), and when a
+# worker last ran one (the schedule reaches the workers).
 HEARTBEAT_KEY = "app:beat:heartbeat"
+HEARTBEAT_RAN_KEY = "app:beat:heartbeat:ran"
 ORDERS_KEY = "app:orders"
 ORDER_ATTEMPTS_KEY = "app:orders:attempts"
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,7 +14,7 @@ import pytest
 
 from pkg.celery_task import CeleryClient
 from tests.conftest import LaunchFn, node_name, start_worker
-from tests.support.processes import REPO_ROOT, free_port, wait_until
+from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
 
 
 def inspect(client: CeleryClient, name: str) -> tuple[list[str], dict[str, Any]]:
@@ -93,16 +95,16 @@ def test_bad_setting_stops_the_launcher_naming_it(launch: LaunchFn) -> None:
 def test_beat_fires_the_periodic_task(launch: LaunchFn, client: CeleryClient) -> None:
     import redis
 
-    from internal.infra.redis import HEARTBEAT_KEY
+    from internal.infra.redis import HEARTBEAT_RAN_KEY
 
     store = redis.Redis.from_url(client.app.conf.broker_url, decode_responses=True)
-    store.delete(HEARTBEAT_KEY)
+    store.delete(HEARTBEAT_RAN_KEY)
     env = {"HEARTBEAT_INTERVAL_SECONDS": "1"}
     start_worker(launch, node_name("beat-consumer"), "-l", "info", "--concurrency=1", env=env)
     beat = launch("run_celery_beat.py", env=env)
 
     def stamp() -> float | None:
-        value = store.get(HEARTBEAT_KEY)
+        value = store.get(HEARTBEAT_RAN_KEY)
         return float(str(value)) if value is not None else None
 
     first = wait_until(stamp, timeout=30, what="a heartbeat")
@@ -114,6 +116,27 @@ def test_beat_fires_the_periodic_task(launch: LaunchFn, client: CeleryClient) ->
     assert later - first >= 0.5
     assert "Scheduler: Sending due task heartbeat (tasks.heartbeat)" in beat.output
     assert beat.stop() == 0
+
+
+def test_beat_is_healthy_while_no_worker_runs_its_heartbeat(
+    launch: LaunchFn, tmp_path: Path, redis_server: Redis
+) -> None:
+    """Regression (issue 10, promises): beat's health was the stamp a worker wrote when it ran
+    the heartbeat task, which expires after one interval: busy workers made beat look dead."""
+    env = {"REDIS_URL": redis_server.url(7), "HEARTBEAT_INTERVAL_SECONDS": "1",
+           "BEAT_SCHEDULE_DIR": str(tmp_path / "beat")}  # fmt: skip
+    launch("run_celery_beat.py", env=env).wait_for_output("Sending due task heartbeat")
+
+    def healthy() -> bool:
+        probe = subprocess.run(
+            [sys.executable, "services/healthcheck.py", "beat"],
+            env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
+        )  # fmt: skip
+        return probe.returncode == 0
+
+    wait_until(healthy, timeout=15, what="beat healthy with no worker")
+    time.sleep(3.5)  # three intervals: every heartbeat sent so far has expired unrun
+    assert healthy()
 
 
 def test_flower_sees_the_workers_and_takes_basic_auth(launch: LaunchFn, worker: str) -> None:

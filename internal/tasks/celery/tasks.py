@@ -13,7 +13,7 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
 
-from internal.infra.redis import HEARTBEAT_KEY, ORDER_ATTEMPTS_KEY, ORDERS_KEY, get_redis
+from internal.infra.redis import HEARTBEAT_RAN_KEY, ORDER_ATTEMPTS_KEY, ORDERS_KEY, get_redis
 from internal.tasks.celery import queues
 
 logger = get_task_logger(__name__)
@@ -71,8 +71,8 @@ def flaky_fetch(self: Task, fail_times: int = 2) -> dict[str, int]:
 
 @shared_task(name=queues.HEARTBEAT, ignore_result=True)
 def heartbeat() -> None:
-    """Periodic task run by beat: stamps the time in Redis, so anyone can see beat is alive."""
-    get_redis().set(HEARTBEAT_KEY, f"{time.time():.3f}")
+    """Periodic task sent by beat: stamps when a worker ran it (beat stamps when it sent it)."""
+    get_redis().set(HEARTBEAT_RAN_KEY, f"{time.time():.3f}")
 
 
 @shared_task(name=queues.RECORD_ORDER, bind=True, track_started=True)
