@@ -30,12 +30,50 @@ MIN_LEASE_SECONDS = 3.0
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
+def refuse_beyond_visibility(
+    conf: Any, *, name: str, delay: float | None = None, time_limit: float | None = None
+) -> None:
+    """With kombu's own transport (no leases) Redis hands a message unacked for
+    ``visibility_timeout`` to another worker: a task still waiting for its ETA or still running
+    then runs twice. Refuse, naming the setting, what would go past it."""
+    if conf.broker_transport == LEASED_TRANSPORT:
+        return
+    window = float(conf.broker_transport_options.get("visibility_timeout", 3600))
+    for what, seconds in (("countdown/ETA", delay), ("time limit", time_limit)):
+        if seconds is not None and seconds >= window:
+            raise ValueError(
+                f"{name}: {what} of {seconds:.0f} s reaches VISIBILITY_TIMEOUT ({window:.0f} s); "
+                "the task would run twice. Raise VISIBILITY_TIMEOUT, or use the leased "
+                "transport (BROKER_TRANSPORT=leased), which has no such limit"
+            )
+
+
+def delay_of(countdown: float | None, eta: dt.datetime | str | None) -> float | None:
+    """Seconds from now until a countdown or ETA (the later of the two)."""
+    if eta is None:
+        return countdown
+    if isinstance(eta, str):
+        eta = dt.datetime.fromisoformat(eta)
+    if eta.tzinfo is None:  # Celery reads a naive ETA as UTC (enable_utc)
+        eta = eta.replace(tzinfo=dt.UTC)
+    return max((eta - dt.datetime.now(dt.UTC)).total_seconds(), countdown or 0)
+
+
 class BaseTask(Task):  # type: ignore[misc]
     """Base of every task of a CeleryClient's app."""
 
     # Delay of a retry that names no countdown, worker-loss retries included. Celery's default
     # is 3 minutes: far too long for a task that was merely interrupted by a dying process.
     default_retry_delay = 2
+
+    def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        # Retries come through here too (``self.retry(countdown=...)``).
+        refuse_beyond_visibility(
+            self.app.conf,
+            name=self.name,
+            delay=delay_of(options.get("countdown"), options.get("eta")),
+        )
+        return super().apply_async(args, kwargs, **options)
 
 
 # Store a task's result unless a SUCCESS is already stored, and publish it to waiters: what
@@ -157,7 +195,7 @@ class TaskLimits:
     def __post_init__(self) -> None:
         if not 0 < self.soft_time_limit < self.time_limit:
             raise ValueError("soft_time_limit must be positive and below time_limit")
-        if self.visibility_timeout <= self.time_limit:
+        if self.lease_seconds is None and self.visibility_timeout <= self.time_limit:
             raise ValueError("visibility_timeout must exceed time_limit (the longest task)")
         if self.lease_seconds is not None and self.lease_seconds < MIN_LEASE_SECONDS:
             raise ValueError(f"lease_seconds must be at least {MIN_LEASE_SECONDS}")
@@ -288,6 +326,7 @@ class CeleryClient:
     ) -> AsyncResult:
         """Send a task by name. An explicit ``queue`` beats the routes; without one the routes
         decide, then the default queue."""
+        refuse_beyond_visibility(self.app.conf, name=task_name, delay=delay_of(countdown, eta))
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
@@ -352,6 +391,14 @@ class CeleryClient:
         """Names of the workers that answered a ping within ``timeout`` seconds."""
         replies = self.app.control.ping(timeout=timeout) or []
         return sorted(name for reply in replies for name in reply)
+
+    def refuse_limits_beyond_visibility(self) -> None:
+        """Check every task's time limit against kombu's visibility timeout (nothing to check
+        with leases); a worker calls this before it starts, and refuses to if one reaches it."""
+        self.app.loader.import_default_modules()
+        for task in self.app.tasks.values():
+            limit = task.time_limit or self.app.conf.task_time_limit
+            refuse_beyond_visibility(self.app.conf, name=task.name, time_limit=limit)
 
     def ping_broker(self, timeout: float = 1.0) -> None:
         """Raise if the broker does not accept a connection within ``timeout`` seconds."""

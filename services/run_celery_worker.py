@@ -44,9 +44,18 @@ def main(user_args: list[str]) -> int:
     # Running tasks get SHUTDOWN_GRACE_SECONDS to finish on a stop; then they go back to the
     # queue at once (a redeploy does not wait for their leases).
     hand_back_after(settings.shutdown_grace_seconds)
+
+    def start(argv: list[str]) -> int:
+        try:
+            default_celery_client.refuse_limits_beyond_visibility()
+        except ValueError as exc:
+            print(f"Invalid settings:\n  {exc}", file=sys.stderr)
+            return 1
+        return default_celery_client.app.worker_main(argv)
+
     return launch(
         __file__,
-        default_celery_client.app.worker_main,
+        start,
         default_argv(default_queue, settings.worker_concurrency),
         user_args,
         reload_default=settings.reload,

@@ -124,7 +124,7 @@ class Settings(BaseSettings):
     def _check(self) -> Settings:
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT")
-        if self.visibility_timeout <= self.task_time_limit:
+        if self.broker_transport == "kombu" and self.visibility_timeout <= self.task_time_limit:
             raise ValueError("VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT (the longest task)")
         if self.app_env == "prod":
             if not urlsplit(self.broker_url).password:

@@ -54,3 +54,39 @@ def test_a_kombu_outside_the_tested_series_is_refused() -> None:
     check_kombu_version("5.7.3")
     with pytest.raises(UnsupportedKombuVersion, match=r"tested with kombu 5\.7\.x.*kombu 5\.8\.0"):
         check_kombu_version("5.8.0")
+
+
+def test_kombus_transport_refuses_what_would_outlive_its_visibility_timeout(
+    launch: LaunchFn, redis_server: Redis
+) -> None:
+    """Regression (issue 10, promises): with kombu's transport an ETA, countdown or time limit
+    past the visibility timeout was accepted, and the task then ran twice. Now refused, naming
+    the setting; with leases (the default) nothing to refuse."""
+    import datetime as dt
+
+    import internal.tasks.celery.tasks  # noqa: F401  (registers the tasks with every app)
+
+    url = redis_server.url(9)
+    stock = build_celery_client(
+        Settings(redis_url=url, broker_transport="kombu", visibility_timeout=400)
+    )
+    with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
+        stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=400)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    with pytest.raises(ValueError, match="countdown/ETA of 3600 s reaches VISIBILITY_TIMEOUT"):
+        stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, eta=later)
+    stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=300)  # within: fine
+    # A task's own apply_async (retries too) goes through the same check.
+    with pytest.raises(ValueError, match="VISIBILITY"):
+        stock.app.tasks[queues.ADD].apply_async(kwargs={"x": 1, "y": 1}, countdown=401)
+
+    leased = build_celery_client(Settings(redis_url=url))
+    leased.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=4000)
+
+    # long_report's own time limit (660 s) reaches a visibility timeout of 400 s.
+    env = {"REDIS_URL": url, "BROKER_TRANSPORT": "kombu", "VISIBILITY_TIMEOUT": "400"}
+    worker = launch("run_celery_worker.py", "-n", node_name("refuses"), env=env)
+    assert worker.proc.wait(timeout=60) == 1
+    assert "tasks.long_report: time limit of 660 s reaches VISIBILITY_TIMEOUT (400 s)" in (
+        worker.output
+    )

@@ -83,7 +83,9 @@ def test_client_defaults_are_production_grade() -> None:
 
 def test_limits_refuse_a_visibility_timeout_shorter_than_a_task() -> None:
     with pytest.raises(ValueError, match="visibility_timeout must exceed"):
-        TaskLimits(soft_time_limit=10, time_limit=20, visibility_timeout=15)
+        TaskLimits(soft_time_limit=10, time_limit=20, visibility_timeout=15, lease_seconds=None)
+    # With leases the visibility timeout is not used: nothing to refuse.
+    TaskLimits(soft_time_limit=10, time_limit=20, visibility_timeout=15)
 
 
 def test_task_events_are_a_setting() -> None:
