@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gc
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from fastapi.exceptions import RequestValidationError
 
 from internal.api import health, tasks
 from internal.api.body_limit import BodySizeLimitMiddleware
-from internal.api.errors import validation_error
+from internal.api.errors import http_error, validation_error
 from internal.config.setting import get_settings
 
 
@@ -24,6 +24,7 @@ def create_app() -> FastAPI:
     app.include_router(tasks.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
     return app
 
 
