@@ -22,6 +22,7 @@ import base64
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -42,7 +43,7 @@ class AsyncTaskPublisher:
         # Celery works this out (host name and pid) for every message unless it is given.
         self.origin = anon_nodename()
         self._routes: dict[str, tuple[str, str, str]] = {}
-        self._pending: list[tuple[list[Sequence[Any]], asyncio.Future[None]]] = []
+        self._pending: list[tuple[list[Sequence[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
 
     def _route(self, task_name: str) -> tuple[str, str, str]:
@@ -107,17 +108,36 @@ class AsyncTaskPublisher:
         task_id: str,
         kwargs_json: str | None = None,
         also: Sequence[Sequence[Any]] = (),
-    ) -> None:
-        """Push the task, and run the commands in ``also`` first in the same round trip."""
+        once: Once | None = None,
+    ) -> str | None:
+        """Push the task, and run the commands in ``also`` first in the same round trip.
+
+        With ``once`` (an idempotency key): unless its key already holds a value, store
+        ``once.value`` there for ``once.seconds``, run ``also`` and push, all in one script;
+        return the value the key holds (``once.value`` if this call queued the task). Without
+        it, return None.
+
+        The deadline (``timeout``) is this caller's, from now: a caller queued behind a
+        stalled batch fails in time too. On TimeoutError the message may still land (Redis
+        may only be slow): callers that retry should use ``once``."""
         queue, payload = self.encode(
             task_name, kwargs, task_id=task_id, kwargs_json=kwargs_json or json.dumps(kwargs)
         )
+        commands: list[Sequence[Any]] = (
+            [*also, ("LPUSH", queue, payload)]
+            if once is None
+            else [once.command(also, queue, payload)]
+        )
         done = asyncio.get_running_loop().create_future()
-        self._pending.append(([*also, ("LPUSH", queue, payload)], done))
+        self._pending.append((commands, done))
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
-        await done
+        async with asyncio.timeout(self.timeout):
+            reply = await asyncio.shield(done)
+        if once is None:
+            return None
+        return reply.decode() if isinstance(reply, bytes) else str(reply)
 
     def _flush_soon(self) -> None:
         # Keep a reference: the loop only holds weak references to tasks.
@@ -134,7 +154,7 @@ class AsyncTaskPublisher:
                         for commands, _ in batch:
                             for command in commands:
                                 pipe.execute_command(*command)
-                        await pipe.execute()
+                        replies = await pipe.execute()
                 except Exception as exc:
                     for _, done in batch:
                         if not done.done():
@@ -144,8 +164,43 @@ class AsyncTaskPublisher:
                         done.cancel()
                     raise
                 else:
-                    for _, done in batch:
+                    at = 0
+                    for commands, done in batch:
+                        at += len(commands)
                         if not done.done():
-                            done.set_result(None)
+                            done.set_result(replies[at - 1])  # the caller's last command
         finally:
             self._flushing = False
+
+
+# Publish unless the idempotency key already holds a value: KEYS[1] the key, KEYS[2] the
+# queue; ARGV: the value, the key's lifetime in s, the message, then the caller's own writes as
+# (argument count, command, arguments...) groups. Returns the value the key holds.
+ONCE_LUA = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local i = 4
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  redis.call(unpack(ARGV, i + 1, i + n))
+  i = i + n + 1
+end
+redis.call('LPUSH', KEYS[2], ARGV[3])
+return ARGV[1]
+"""
+
+
+@dataclass(frozen=True)
+class Once:
+    """An idempotency key (a Redis key name), how long it holds, and the value it stores."""
+
+    key: str
+    seconds: int
+    value: str
+
+    def command(self, also: Sequence[Sequence[Any]], queue: str, payload: bytes) -> tuple[Any, ...]:
+        writes: list[Any] = []
+        for command in also:
+            writes += [len(command), *command]
+        return ("EVAL", ONCE_LUA, 2, self.key, queue, self.value, self.seconds, payload, *writes)

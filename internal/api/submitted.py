@@ -7,12 +7,17 @@ instead, and never revokes or reports on tasks it did not create.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from dataclasses import dataclass
 
 from pydantic_core import to_json
 
+from internal.config.setting import get_settings
+from pkg.async_publisher import Once
+
 KEY = "app:api:task:{}"
+IDEMPOTENCY_KEY = "app:api:idempotency:{}"
 TTL_SECONDS = 24 * 3600  # as long as Celery keeps results (result_expires)
 TTL = str(TTL_SECONDS)
 
@@ -34,3 +39,25 @@ def parse(raw: bytes | str | None) -> SubmittedTask | None:
         return None
     data = json.loads(raw)
     return SubmittedTask(data["task_name"], dt.datetime.fromisoformat(data["submitted_at"]))
+
+
+class KeyReused(ValueError):
+    """An Idempotency-Key sent again with another task or body: a client bug, not a retry."""
+
+
+def once(idempotency_key: str, task_id: str, task_name: str, kwargs_json: str) -> Once:
+    """What the publisher stores under an Idempotency-Key: this task's id, and a digest of
+    what was asked (so a reuse for something else is told apart from a retry)."""
+    digest = hashlib.sha256(f"{task_name}\n{kwargs_json}".encode()).hexdigest()[:32]
+    key = IDEMPOTENCY_KEY.format(hashlib.sha256(idempotency_key.encode()).hexdigest())
+    return Once(key, get_settings().api_idempotency_seconds, f"{task_id} {digest}")
+
+
+def first_task_id(stored: str, asked: Once | None) -> str:
+    """The task id stored under the key; KeyReused if it was stored for another request."""
+    first_id, _, digest = stored.partition(" ")
+    if asked is not None and digest != asked.value.partition(" ")[2]:
+        raise KeyReused(
+            "this Idempotency-Key was used before for another task or body; use a new key"
+        )
+    return first_id

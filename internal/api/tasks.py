@@ -5,8 +5,9 @@ from __future__ import annotations
 import uuid
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 
 from internal.api import submitted, task_store
 from internal.api.broker import off_loop, on_broker
@@ -15,6 +16,7 @@ from internal.celery_tasks import default_celery_client
 from internal.config.setting import get_settings
 from internal.tasks.celery.schemas import PUBLIC_TASKS, PublicTask, TaskBody
 from pkg.celery_task import TaskStatus
+from pkg.channel_waiter import TooManyWaiters
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -22,11 +24,28 @@ router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 MAX_WAIT_SECONDS = 30.0
 
 TaskId = Annotated[uuid.UUID, Path(description="The id returned when the task was submitted")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string (e.g. a UUID). The same key within "
+        "API_IDEMPOTENCY_SECONDS answers with the first task's id and queues nothing again: "
+        "retry a submission that timed out without running it twice",
+    ),
+]
 
 
 def _tasks_url(request: Request) -> str:
-    """This router's absolute URL as the client sees it, like ``request.base_url`` (which builds
-    URL objects on every call: a cost this hot path does not need)."""
+    """This router's absolute URL as clients see it: from PUBLIC_BASE_URL when set (a Host
+    header is then never echoed back), else like ``request.base_url`` (which builds URL
+    objects on every call: a cost this hot path does not need)."""
+    public = get_settings().public_base_url
+    if public is not None:
+        parts = urlsplit(str(public))
+        return _tasks_url_for(parts.scheme, parts.netloc, parts.path)
     scope = request.scope
     host = request.headers.get("host") or "{}:{}".format(*scope["server"])
     root_path = scope.get("app_root_path", scope.get("root_path", ""))
@@ -39,14 +58,19 @@ def _tasks_url_for(scheme: str, host: str, root_path: str) -> str:
 
 
 def _add_submit_route(public_name: str, task: PublicTask) -> None:
-    async def submit(request: Request, body: TaskBody) -> Response:
-        task_id = str(uuid.uuid4())
-        # No timer per request: the publisher bounds each batch by API_BROKER_TIMEOUT_SECONDS.
-        await on_broker(
-            task_store.submit(task_id, public_name, task, body),
-            timeout=None,
-            what="submitting the task",
-        )
+    async def submit(
+        request: Request, body: TaskBody, idempotency_key: IdempotencyKey = None
+    ) -> Response:
+        try:
+            # No timer here: the publisher gives each caller API_BROKER_TIMEOUT_SECONDS.
+            task_id = await on_broker(
+                task_store.submit(str(uuid.uuid4()), public_name, task, body, idempotency_key),
+                timeout=None,
+                what="submitting the task (it may still be queued: a retry with the same "
+                "Idempotency-Key header never queues it twice)",
+            )
+        except submitted.KeyReused as exc:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
         # The hot path of the API: the status URL comes from a cached prefix (Starlette's
         # url_for cost more than the publish) and the answer is serialized once, without
         # FastAPI validating its own return value again (``response_model`` still documents it).
@@ -95,7 +119,15 @@ async def submit_unknown(task_name: str) -> None:
 async def _read(task_id: uuid.UUID, wait: float = 0) -> tuple[submitted.SubmittedTask, TaskStatus]:
     timeout = get_settings().api_broker_timeout_seconds + wait
     read = task_store.read_when_ready(str(task_id), wait) if wait else task_store.read(str(task_id))
-    entry, st = await on_broker(read, timeout=timeout, what="reading the task state")
+    try:
+        entry, st = await on_broker(read, timeout=timeout, what="reading the task state")
+    except TooManyWaiters:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"too many clients are waiting for results (API_MAX_WAITERS="
+            f"{get_settings().api_max_waiters}); ask again, or without ?wait=",
+            headers={"Retry-After": "1"},
+        ) from None
     if entry is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no task {task_id} was submitted here")
     return entry, st

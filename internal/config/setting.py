@@ -14,6 +14,7 @@ from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
+    AnyHttpUrl,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -93,8 +94,19 @@ class Settings(BaseSettings):
 
     # API.
     api_port: int = Field(default=8000, ge=1, le=65535)
+    # The API's address as clients reach it (e.g. https://api.example.com behind a proxy):
+    # status URLs start with it. Unset: they follow the request (its Host header, and the
+    # scheme a proxy forwards from an address in uvicorn's FORWARDED_ALLOW_IPS).
+    public_base_url: AnyHttpUrl | None = None
     api_max_body_bytes: PositiveInt = 64 * 1024
     api_broker_timeout_seconds: PositiveFloat = 3.0
+    # Redis connections the API's submissions and reads share (per process); all busy, a
+    # request waits for one up to API_BROKER_TIMEOUT_SECONDS. Long-polls (?wait=) use one
+    # connection of their own, for at most API_MAX_WAITERS clients at once (then 429).
+    api_redis_connections: PositiveInt = 50
+    api_max_waiters: PositiveInt = 1000
+    # How long an Idempotency-Key maps to the task first submitted with it.
+    api_idempotency_seconds: PositiveInt = 24 * 3600
     readiness_timeout_seconds: PositiveFloat = 1.0
 
     @property

@@ -48,11 +48,20 @@ def get_async_redis(url: str) -> aioredis.Redis:
     """One asyncio client per URL for this process's event loop (the API's broker, result
     backend and own keys; one client when they are the same Redis)."""
     if url not in _async_clients:
-        settings = get_settings()
-        _async_clients[url] = aioredis.Redis.from_url(
-            url,
-            socket_connect_timeout=settings.readiness_timeout_seconds,
-            socket_timeout=settings.api_broker_timeout_seconds,
-            health_check_interval=30,
-        )
+        _async_clients[url] = new_async_redis(url, get_settings().api_redis_connections)
     return _async_clients[url]
+
+
+def new_async_redis(url: str, max_connections: int) -> aioredis.Redis:
+    """An asyncio client whose pool holds at most ``max_connections``: a caller that finds
+    them all busy waits for one (up to API_BROKER_TIMEOUT_SECONDS) instead of failing."""
+    settings = get_settings()
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=max_connections,
+        timeout=settings.api_broker_timeout_seconds,
+        socket_connect_timeout=settings.readiness_timeout_seconds,
+        socket_timeout=settings.api_broker_timeout_seconds,
+        health_check_interval=30,
+    )
+    return aioredis.Redis(connection_pool=pool)

@@ -7,13 +7,14 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import LaunchFn
-from tests.support.processes import free_port, wait_until
+from tests.conftest import LaunchFn, node_name, start_worker
+from tests.support.processes import Redis, free_port, wait_until
 
 JSON = {"content-type": "application/json"}
 
@@ -237,3 +238,139 @@ def test_wait_out_of_range_is_422(api_url: str, wait: str) -> None:
     r = httpx.get(f"{api_url}/api/v1/tasks/{task_id}", params={"wait": wait})
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"] == ["query", "wait"]
+
+
+def test_status_url_comes_from_the_public_base_url_not_the_host_header(
+    launch: LaunchFn, api_url: str, worker: str
+) -> None:
+    """Regression (issue 10, open doors): status_url echoed any Host header, with the scheme
+    uvicorn saw (``http://`` behind a TLS proxy)."""
+    # Without PUBLIC_BASE_URL: the request decides, and the proxy's scheme counts only from an
+    # address uvicorn trusts (FORWARDED_ALLOW_IPS; 127.0.0.1 by default).
+    r = httpx.post(f"{api_url}/api/v1/tasks/add", json={"x": 1, "y": 1},
+                   headers={"x-forwarded-proto": "https"})  # fmt: skip
+    assert r.json()["status_url"].startswith(f"https://127.0.0.1:{api_url.rsplit(':', 1)[1]}/")
+    port = free_port()
+    launch("run_api.py", "--port", str(port),
+           env={"PUBLIC_BASE_URL": "https://api.example.com/jobs/"})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+    r = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 1, "y": 1},
+                   headers={"host": "evil.example", "x-forwarded-proto": "http"})  # fmt: skip
+    task_id = r.json()["task_id"]
+    assert r.json()["status_url"] == f"https://api.example.com/jobs/api/v1/tasks/{task_id}"
+
+
+def test_waiting_clients_never_starve_submissions(api_url: str) -> None:
+    """Regression (issue 10, defect 2): every ``?wait=`` held a Redis connection of the pool
+    that submissions use (100, failing at once when full): 150 waiters made POSTs 503. Now
+    all waiters share one pub/sub connection."""
+    import asyncio
+
+    slow = submit(api_url, "long_report", {"steps": 8, "step_seconds": 1.0})
+
+    async def scenario() -> tuple[list[int], list[int]]:
+        limits = httpx.Limits(max_connections=400, max_keepalive_connections=400)
+        async with httpx.AsyncClient(base_url=api_url, limits=limits, timeout=60) as http:
+            waits = [
+                asyncio.create_task(http.get(f"/api/v1/tasks/{slow}", params={"wait": 20}))
+                for _ in range(200)
+            ]
+            await asyncio.sleep(2)  # every waiter is in
+            posts = []
+            for i in range(40):
+                posts.append(await http.post("/api/v1/tasks/add", json={"x": i, "y": 1}))
+                await asyncio.sleep(0.05)
+            waited = await asyncio.gather(*waits)
+        return [r.status_code for r in posts], [r.status_code for r in waited]
+
+    posts, waited = asyncio.run(scenario())
+    assert posts == [202] * 40
+    assert waited == [200] * 200
+
+
+def test_past_the_waiter_cap_a_long_poll_is_429_with_a_reason(
+    launch: LaunchFn, api_url: str
+) -> None:
+    import asyncio
+
+    port = free_port()
+    launch("run_api.py", "--port", str(port), env={"API_MAX_WAITERS": "5"})
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+    slow = submit(url, "long_report", {"steps": 4, "step_seconds": 1.0})
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            waits = [
+                asyncio.create_task(http.get(f"/api/v1/tasks/{slow}", params={"wait": 10}))
+                for _ in range(5)
+            ]
+            await asyncio.sleep(1)
+            extra = await http.get(f"/api/v1/tasks/{slow}", params={"wait": 10})
+            return [extra, *await asyncio.gather(*waits)]
+
+    extra, *waited = asyncio.run(scenario())
+    assert extra.status_code == 429 and "API_MAX_WAITERS=5" in extra.json()["detail"]
+    assert extra.headers["retry-after"] == "1"
+    assert [r.json()["state"] for r in waited] == ["SUCCESS"] * 5
+    assert httpx.get(f"{url}/api/v1/tasks/{slow}").status_code == 200  # no wait: no cap
+
+
+def test_a_retry_with_the_same_idempotency_key_never_queues_twice(
+    launch: LaunchFn, tmp_path: Path
+) -> None:
+    """Regression (issue 10, defect 3): with Redis stalled past the publish deadline the
+    caller got 503 though its task landed, so a retry queued a duplicate; and a caller queued
+    behind the stalled batch waited ~1.8x the deadline. Now each caller has its own deadline,
+    and a retry with the same Idempotency-Key answers with the first task's id."""
+    import asyncio
+
+    import redis
+
+    from internal.infra.redis import ORDER_ATTEMPTS_KEY
+
+    server = Redis(tmp_path / "stalled-redis")
+    try:
+        env = {"REDIS_URL": server.url(0), "API_BROKER_TIMEOUT_SECONDS": "1"}
+        port = free_port()
+        launch("run_api.py", "--port", str(port), env=env)
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+        order = {"order_id": "idem-1", "work_seconds": 0}
+        key = {"Idempotency-Key": str(uuid.uuid4())}
+
+        async def during_a_stall() -> list[tuple[int, float]]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+                await http.get("/healthz")  # connected before Redis stalls
+
+                async def post(delay: float, body: dict[str, Any]) -> tuple[int, float]:
+                    await asyncio.sleep(delay)
+                    started = time.monotonic()
+                    r = await http.post("/api/v1/tasks/record_order", json=body, headers=key)
+                    return r.status_code, time.monotonic() - started
+
+                stall = asyncio.to_thread(redis.Redis(port=server.port).execute_command,
+                                          "DEBUG", "SLEEP", "3")  # fmt: skip
+                return list(await asyncio.gather(stall, post(0.3, order), post(0.8, order)))[1:]
+
+        answers = asyncio.run(during_a_stall())
+        assert [code for code, _ in answers] == [503, 503], answers
+        assert all(took < 1.6 for _, took in answers), answers  # each caller's own deadline
+        retry = httpx.post(f"{url}/api/v1/tasks/record_order", json=order, headers=key)
+        assert retry.status_code == 202, retry.text
+        again = httpx.post(f"{url}/api/v1/tasks/record_order", json=order, headers=key)
+        assert again.json()["task_id"] == retry.json()["task_id"]
+        store = redis.Redis(port=server.port)
+        assert store.llen("default") == 1  # queued once, by the stalled first attempt
+        start_worker(launch, node_name("idem"), "-Q", "default", "--concurrency=1", env=env)
+        wait_until(lambda: store.hget(ORDER_ATTEMPTS_KEY, "idem-1"), timeout=30, what="ran")
+        time.sleep(1)
+        assert store.hget(ORDER_ATTEMPTS_KEY, "idem-1") == b"1"
+        reused = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 1, "y": 2}, headers=key)
+        assert reused.status_code == 422 and "Idempotency-Key" in reused.json()["detail"]
+        bad = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 1, "y": 2},
+                         headers={"Idempotency-Key": "has spaces"})  # fmt: skip
+        assert bad.status_code == 422
+    finally:
+        server.stop()
