@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import gc
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 
 from internal.api import health, tasks
 from internal.api.body_limit import BodySizeLimitMiddleware

@@ -7,10 +7,11 @@ JSON nested deeper than Python's parser recurses is a 422 too (FastAPI answers 4
 
 from __future__ import annotations
 
-from fastapi import HTTPException, Request, status
+from fastapi import Request, status
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException  # FastAPI raises Starlette's for a bad body
 
 
 async def validation_error(_request: Request, exc: Exception) -> JSONResponse:
