@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,17 @@ from celery.exceptions import BackendStoreError
 from celery.result import AsyncResult
 from kombu.utils.encoding import bytes_to_str
 
+from pkg.revoke_store import RevokeStore
+
 # kombu's Redis transport with leases (pkg/redis_transport.py), chosen by Celery's
 # broker_transport setting; kombu imports it by this path.
 LEASED_TRANSPORT = "pkg.redis_transport:Transport"
 # Below this a keeper's renewals (every fifth of a lease) get too close to Redis round trips.
 MIN_LEASE_SECONDS = 3.0
 
+# Revokes kept in Redis (pkg/revoke_store.py): a week covers any backlog worth keeping.
+REVOKES_KEY = "celery-revoked"
+REVOKE_HOLD_SECONDS = 7 * 24 * 3600.0
 # Every ready state means the task will not run again; everything else may still change.
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
@@ -78,7 +84,8 @@ class BaseTask(Task):  # type: ignore[misc]
 
 # Store a task's result unless a SUCCESS is already stored, and publish it to waiters: what
 # Celery's Redis backend does in two round trips (GET and decode, then MULTI SETEX PUBLISH EXEC),
-# here in one, and atomically. KEYS: result key. ARGV: encoded meta, expiry in s (0: none).
+# here in one, and atomically. KEYS: result key, then optionally a companion key that expires
+# with the result. ARGV: encoded meta, expiry in s (0: none).
 STORE_RESULT_LUA = """
 local current = redis.call('GET', KEYS[1])
 if current then
@@ -87,12 +94,17 @@ if current then
 end
 if tonumber(ARGV[2]) > 0 then
   redis.call('SETEX', KEYS[1], ARGV[2], ARGV[1])
+  if KEYS[2] then redis.call('EXPIRE', KEYS[2], ARGV[2]) end
 else
   redis.call('SET', KEYS[1], ARGV[1])
+  if KEYS[2] then redis.call('PERSIST', KEYS[2]) end
 end
 redis.call('PUBLISH', KEYS[1], ARGV[1])
 return 1
 """
+# Celery setting (ours): a key template, e.g. "app:task:{}", of a key kept as long as the task's
+# result (in the result backend's Redis), whatever expiry it was written with.
+RESULT_COMPANION_KEY = "result_companion_key"
 
 
 class RedisResultBackend(RedisBackend):  # type: ignore[misc]
@@ -105,7 +117,8 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
       then reads the stored state, so a result that landed in between is not missed.
     - Storing a result is one Lua script (``STORE_RESULT_LUA``) instead of a read, then a
       write; same rule (a stored SUCCESS is never overwritten by a late duplicate), same keys,
-      expiry and publish.
+      expiry and publish. With the ``result_companion_key`` setting, that key's expiry is set
+      to the result's in the same script (an app's own record of the task lives as long).
     """
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
@@ -131,14 +144,16 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key = self.get_key_for_task(task_id)
-        self.ensure(self._store_unless_succeeded, (key, value, expires or 0))
+        companion = self.app.conf.get(RESULT_COMPANION_KEY)
+        keys = [key] if not companion else [key, companion.format(bytes_to_str(task_id))]  # type: ignore[no-untyped-call]
+        self.ensure(self._store_unless_succeeded, (keys, value, expires or 0))
         return result
 
-    def _store_unless_succeeded(self, key: bytes | str, value: Any, expires: int) -> None:
+    def _store_unless_succeeded(self, keys: list[Any], value: Any, expires: int) -> None:
         script = self.__dict__.get("_store_script")
         if script is None or script.registered_client is not self.client:
             script = self.__dict__["_store_script"] = self.client.register_script(STORE_RESULT_LUA)
-        script(keys=[key], args=[value, int(expires)])
+        script(keys=keys, args=[value, int(expires)])
 
 
 class ExitCodeCelery(Celery):  # type: ignore[misc]
@@ -383,9 +398,30 @@ class CeleryClient:
         return task_status(task_id, self.app.backend.decode_result(stored))
 
     def revoke(self, task_id: str, *, terminate: bool = False, signal: str = "SIGTERM") -> None:
-        """Revoke a task: queued copies are skipped; with ``terminate`` a running one is
-        signalled too (its process is killed, so only use it for tasks safe to cut short)."""
+        """Revoke a task: queued copies are skipped, also by workers that start or reconnect
+        later (``keep_revokes``); with ``terminate`` a running one is signalled too (its
+        process is killed, so only use it for tasks safe to cut short)."""
+        self.revokes.add(task_id)
         self.app.control.revoke(task_id, terminate=terminate, signal=signal)
+
+    @cached_property
+    def revokes(self) -> RevokeStore:
+        """Revokes kept in the result backend's Redis for ``REVOKE_HOLD_SECONDS``."""
+        return RevokeStore(
+            self.app.backend.client, key=REVOKES_KEY, hold_seconds=REVOKE_HOLD_SECONDS
+        )
+
+    def keep_revokes(self) -> None:
+        """In a worker: copy the revokes kept in Redis into Celery's own revoke list before
+        it consumes, then whenever they change (checked at each heartbeat, every 2 s)."""
+
+        def copy(**_: Any) -> None:
+            from celery.worker import state  # the list Celery's revoke command adds to
+
+            self.revokes.copy_into(state.revoked)
+
+        signals.worker_init.connect(copy, weak=False)
+        signals.heartbeat_sent.connect(copy, weak=False)
 
     def ping_workers(self, timeout: float = 1.0) -> list[str]:
         """Names of the workers that answered a ping within ``timeout`` seconds."""

@@ -14,11 +14,15 @@ from dataclasses import dataclass
 from pydantic_core import to_json
 
 from internal.config.setting import get_settings
+from internal.infra.redis import SUBMITTED_TASK_KEY
 from pkg.async_publisher import Once
 
-KEY = "app:api:task:{}"
+KEY = SUBMITTED_TASK_KEY
 IDEMPOTENCY_KEY = "app:api:idempotency:{}"
-TTL_SECONDS = 24 * 3600  # as long as Celery keeps results (result_expires)
+# Until the task stores a state: a week (a backlog older than that is an outage). From then on
+# the record expires with the task's result (the result backend's result_companion_key), so a
+# task that ran late is never answered "never submitted" while its result is still there.
+TTL_SECONDS = 7 * 24 * 3600
 TTL = str(TTL_SECONDS)
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from internal.config.setting import Settings
-from internal.infra.redis import reset_redis
+from internal.infra.redis import SUBMITTED_TASK_KEY, reset_redis
 from internal.tasks.celery import queues
-from pkg.celery_task import CeleryClient, TaskLimits
+from pkg.celery_task import RESULT_COMPANION_KEY, CeleryClient, TaskLimits
 
 TASK_MODULES = ("internal.tasks.celery.tasks",)
 
@@ -46,10 +46,15 @@ def build_celery_client(settings: Settings) -> CeleryClient:
             "worker_concurrency": settings.worker_concurrency,
             "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
             "worker_send_task_events": settings.worker_task_events,
+            # The API's record of a task expires with the task's result (same Redis only).
+            RESULT_COMPANION_KEY: SUBMITTED_TASK_KEY
+            if settings.app_redis_url == settings.result_backend
+            else None,
         },
     )
     # Each worker process opens its own Redis connections after fork, and closes them at exit.
     client.on_worker_process_start(reset_redis)
     client.on_worker_process_shutdown(reset_redis)
     client.write_liveness_file(settings.worker_liveness_file)
+    client.keep_revokes()
     return client

@@ -18,6 +18,8 @@ _async_clients: dict[str, aioredis.Redis] = {}
 # worker last ran one (the schedule reaches the workers).
 HEARTBEAT_KEY = "app:beat:heartbeat"
 HEARTBEAT_RAN_KEY = "app:beat:heartbeat:ran"
+# The API's record of a task it issued (internal/api/submitted.py).
+SUBMITTED_TASK_KEY = "app:api:task:{}"
 ORDERS_KEY = "app:orders"
 ORDER_ATTEMPTS_KEY = "app:orders:attempts"
 

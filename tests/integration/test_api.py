@@ -374,3 +374,47 @@ def test_a_retry_with_the_same_idempotency_key_never_queues_twice(
         assert bad.status_code == 422
     finally:
         server.stop()
+
+
+def test_a_revoke_sent_with_no_worker_running_holds_after_workers_start(
+    launch: LaunchFn, redis_server: Redis
+) -> None:
+    """Regression (issue 10, promises): a revoke is a broadcast to the workers connected at
+    that moment; with none connected (or after a restart) it was lost and the task ran."""
+    import redis
+
+    from internal.infra.redis import ORDER_ATTEMPTS_KEY
+
+    env = {"REDIS_URL": redis_server.url(10)}
+    store = redis.Redis.from_url(env["REDIS_URL"])
+    store.flushdb()
+    url = start_api(launch, env)
+    revoked = submit(url, "record_order", {"order_id": "revoked-1"})
+    kept = submit(url, "record_order", {"order_id": "kept-1"})
+    assert httpx.delete(f"{url}/api/v1/tasks/{revoked}").status_code == 202
+    start_worker(launch, node_name("after-revoke"), "-Q", "default", "--concurrency=1", env=env)
+    assert wait_ready(url, kept)["state"] == "SUCCESS"
+    assert wait_ready(url, revoked)["state"] == "REVOKED"
+    assert store.hget(ORDER_ATTEMPTS_KEY, "revoked-1") is None
+
+
+def test_the_apis_record_of_a_task_lives_as_long_as_its_result(
+    launch: LaunchFn, redis_server: Redis
+) -> None:
+    """Regression (issue 10, promises): the API's record expired 24 h after submission and
+    the result 1 day after completion, so a task that ran late answered 404 "never
+    submitted" while its result was still there."""
+    import redis
+
+    env = {"REDIS_URL": redis_server.url(11)}
+    store = redis.Redis.from_url(env["REDIS_URL"])
+    store.flushdb()
+    url = start_api(launch, env)
+    task_id = submit(url, "add", {"x": 1, "y": 2})
+    record = f"app:api:task:{task_id}"
+    assert store.ttl(record) > 6 * 24 * 3600  # waiting in the queue: kept a week
+    start_worker(launch, node_name("ttl"), "-Q", "default", "--concurrency=1", env=env)
+    assert wait_ready(url, task_id)["result"] == 3
+    result_ttl = store.ttl(f"celery-task-meta-{task_id}")
+    assert 23 * 3600 < result_ttl <= 24 * 3600
+    assert abs(store.ttl(record) - result_ttl) <= 2  # from now on: expires with the result
