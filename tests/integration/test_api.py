@@ -39,6 +39,15 @@ def wait_ready(api_url: str, task_id: str, timeout: float = 30) -> dict[str, Any
     )
 
 
+def start_api(launch: LaunchFn, env: dict[str, str]) -> str:
+    """An API of its own (on its own settings) on a free port; returns its URL once up."""
+    port = free_port()
+    launch("run_api.py", "--port", str(port), env=env)
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+    return url
+
+
 def test_submit_and_read_result(api_url: str) -> None:
     task_id = submit(api_url, "add", {"x": 2, "y": 40})
     done = wait_ready(api_url, task_id)
@@ -149,10 +158,7 @@ def test_ready_when_broker_and_worker_answer(api_url: str) -> None:
 
 def test_not_ready_without_workers(launch: LaunchFn, redis_server: Any) -> None:
     # DB 15 of the same Redis: kombu prefixes broadcast channels per DB, so no worker hears it.
-    port = free_port()
-    launch("run_api.py", "--port", str(port), env={"REDIS_URL": redis_server.url(15)})
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="api")
+    url = start_api(launch, {"REDIS_URL": redis_server.url(15)})
     r = httpx.get(f"{url}/readyz", timeout=10)
     assert r.status_code == 503
     assert r.json() == {
@@ -182,14 +188,9 @@ def test_broker_down_is_503_and_never_blocks_the_loop(
     launch: LaunchFn, broker: str, blackhole_port: int
 ) -> None:
     dead_port = free_port() if broker == "refused" else blackhole_port
-    port = free_port()
-    launch(
-        "run_api.py",
-        "--port", str(port),
-        env={"REDIS_URL": f"redis://127.0.0.1:{dead_port}/0", "API_BROKER_TIMEOUT_SECONDS": "2"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="api")
+    url = start_api(
+        launch, {"REDIS_URL": f"redis://127.0.0.1:{dead_port}/0", "API_BROKER_TIMEOUT_SECONDS": "2"}
+    )
 
     with ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
@@ -250,11 +251,7 @@ def test_status_url_comes_from_the_public_base_url_not_the_host_header(
     r = httpx.post(f"{api_url}/api/v1/tasks/add", json={"x": 1, "y": 1},
                    headers={"x-forwarded-proto": "https"})  # fmt: skip
     assert r.json()["status_url"].startswith(f"https://127.0.0.1:{api_url.rsplit(':', 1)[1]}/")
-    port = free_port()
-    launch("run_api.py", "--port", str(port),
-           env={"PUBLIC_BASE_URL": "https://api.example.com/jobs/"})  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+    url = start_api(launch, {"PUBLIC_BASE_URL": "https://api.example.com/jobs/"})
     r = httpx.post(f"{url}/api/v1/tasks/add", json={"x": 1, "y": 1},
                    headers={"host": "evil.example", "x-forwarded-proto": "http"})  # fmt: skip
     task_id = r.json()["task_id"]
@@ -294,10 +291,7 @@ def test_past_the_waiter_cap_a_long_poll_is_429_with_a_reason(
 ) -> None:
     import asyncio
 
-    port = free_port()
-    launch("run_api.py", "--port", str(port), env={"API_MAX_WAITERS": "5"})
-    url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+    url = start_api(launch, {"API_MAX_WAITERS": "5"})
     slow = submit(url, "long_report", {"steps": 4, "step_seconds": 1.0})
 
     async def scenario() -> list[httpx.Response]:
@@ -333,10 +327,7 @@ def test_a_retry_with_the_same_idempotency_key_never_queues_twice(
     server = Redis(tmp_path / "stalled-redis")
     try:
         env = {"REDIS_URL": server.url(0), "API_BROKER_TIMEOUT_SECONDS": "1"}
-        port = free_port()
-        launch("run_api.py", "--port", str(port), env=env)
-        url = f"http://127.0.0.1:{port}"
-        wait_until(lambda: httpx.get(f"{url}/healthz").status_code == 200, timeout=30, what="API")
+        url = start_api(launch, env)
         order = {"order_id": "idem-1", "work_seconds": 0}
         key = {"Idempotency-Key": str(uuid.uuid4())}
 

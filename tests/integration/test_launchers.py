@@ -139,13 +139,19 @@ def test_beat_is_healthy_while_no_worker_runs_its_heartbeat(
     assert healthy()
 
 
-def test_flower_sees_the_workers_and_takes_basic_auth(launch: LaunchFn, worker: str) -> None:
+def start_flower_with_auth(launch: LaunchFn) -> str:
+    """Flower with basic auth admin:flower-pw on a free port; its URL once it answers."""
     port = free_port()
     launch("run_flower.py", f"--port={port}", env={"FLOWER_BASIC_AUTH": "admin:flower-pw"})
     url = f"http://127.0.0.1:{port}"
     wait_until(
         lambda: httpx.get(f"{url}/healthcheck").status_code == 200, timeout=30, what="flower"
     )
+    return url
+
+
+def test_flower_sees_the_workers_and_takes_basic_auth(launch: LaunchFn, worker: str) -> None:
+    url = start_flower_with_auth(launch)
     assert httpx.get(f"{url}/api/workers").status_code == 401
 
     def listed() -> bool:
@@ -175,12 +181,7 @@ def test_flower_refuses_to_start_in_prod_without_credentials(launch: LaunchFn) -
 def test_flower_metrics_ask_for_the_credentials_its_pages_ask_for(launch: LaunchFn) -> None:
     """Regression (issue 10, open doors; flower #1342): with basic auth on, Flower served
     /metrics to anyone. /healthcheck stays open for probes."""
-    port = free_port()
-    launch("run_flower.py", f"--port={port}", env={"FLOWER_BASIC_AUTH": "admin:flower-pw"})
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: httpx.get(f"{url}/healthcheck").status_code == 200, timeout=30, what="flower"
-    )
+    url = start_flower_with_auth(launch)
     assert httpx.get(f"{url}/metrics").status_code == 401
     assert httpx.get(f"{url}/metrics", auth=("admin", "wrong")).status_code == 401
     r = httpx.get(f"{url}/metrics", auth=("admin", "flower-pw"))
