@@ -133,8 +133,14 @@ class AsyncTaskPublisher:
         if not self._flushing:
             self._flushing = True
             asyncio.get_running_loop().call_soon(self._flush_soon)
-        async with asyncio.timeout(self.timeout):
-            reply = await asyncio.shield(done)
+        try:
+            async with asyncio.timeout(self.timeout):
+                reply = await asyncio.shield(done)
+        except TimeoutError:
+            # Nobody will read the batch's outcome now: mark it read, so asyncio does not
+            # report an exception "never retrieved".
+            done.add_done_callback(lambda f: f.cancelled() or f.exception())
+            raise
         if once is None:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)

@@ -29,10 +29,6 @@ def publisher() -> AsyncTaskPublisher:
     )
 
 
-class KeyReused(ValueError):
-    """An Idempotency-Key sent again with a different task or body."""
-
-
 async def submit(
     task_id: str,
     public_name: str,

@@ -133,7 +133,11 @@ async def _read(task_id: uuid.UUID, wait: float = 0) -> tuple[submitted.Submitte
     return entry, st
 
 
-@router.get("/{task_id}", name="get_task", responses={404: {}, 503: {}})
+@router.get(
+    "/{task_id}",
+    name="get_task",
+    responses={404: {}, 429: {"description": "Too many clients waiting"}, 503: {}},
+)
 async def get_task(
     task_id: TaskId,
     wait: Annotated[
