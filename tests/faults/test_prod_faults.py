@@ -103,9 +103,9 @@ def attempts_by_order(stack: Stack) -> dict[str, int]:
 
 @pytest.mark.timeout(420)  # the first test of the module also starts the stack
 def test_killed_worker_container_loses_no_task(stack: Stack) -> None:
-    """SIGKILL of the worker container holding running and ETA tasks, with more queued behind
-    them: at the shipped lease, the running ones are back and done within 30 s of the kill
-    plus their own work, the ETA ones run on time, and every task completes exactly once."""
+    """SIGKILL of the worker container holding running, prefetched and ETA tasks: at the
+    shipped lease, the running ones are back and done within 30 s of the kill plus their own
+    work, the ETA ones run on time, and every task completes exactly once."""
     redis_cli(stack, "DEL", ORDERS_KEY, ORDER_ATTEMPTS_KEY)
     work = 8
     eta_in = 45
@@ -114,16 +114,19 @@ def test_killed_worker_container_loses_no_task(stack: Stack) -> None:
     eta = time.time() + eta_in
     ids = [
         submit(stack, "record_order", {"order_id": f"k{i}", "work_seconds": work}) for i in range(6)
-    ]  # concurrency 4: four run, two wait in the queue
+    ]  # concurrency 4: four run, two wait prefetched in the worker
     # Running: their attempt is counted (STARTED is stored a moment before the task body runs).
     wait_until(lambda: len(attempts_by_order(stack)) == 4, timeout=60, what="four running tasks")
-    assert int(redis_cli(stack, "HLEN", "unacked")) == 6  # four running, two ETA held
+    running = sorted(attempts_by_order(stack))
+    # Four running, two prefetched, two ETA: the worker holds (and leases) all eight.
+    assert int(redis_cli(stack, "HLEN", "unacked")) == 8
     (worker,) = stack.container_ids("worker-prod")
     subprocess.run(["docker", "kill", "-s", "KILL", worker], check=True, capture_output=True)
-    killed = time.monotonic()
+    killed, killed_at = time.monotonic(), time.time()
     stack.compose("start", "worker-prod")
     states = wait_all(stack, ids, timeout=120)
-    running_done = time.monotonic() - killed
+    all_done = time.monotonic() - killed
+    running_done = max(done_at(stack, [ids[int(order[1:])] for order in running])) - killed_at
     wait_until(lambda: set(states_in_api(stack, eta_ids)) == {"SUCCESS"},
                timeout=120, interval=2, what="the ETA tasks")  # fmt: skip
     eta_late = max(done_at(stack, eta_ids)) - eta
@@ -134,7 +137,7 @@ def test_killed_worker_container_loses_no_task(stack: Stack) -> None:
         f"\nworker container SIGKILLed (lease {LEASE:.0f} s): submitted {len(ids) + 2}, "
         f"completed {ok}, lost {len(ids) + 2 - ok}, effects {effects}, attempts {attempts}; "
         f"running ones done {running_done:.1f} s after the kill ({work} s of work), "
-        f"ETA ones {eta_late:+.1f} s from their ETA"
+        f"all six {all_done:.1f} s, ETA ones {eta_late:+.1f} s from their ETA"
     )
     assert ok == effects == len(ids) + 2
     assert sorted(attempts.values()) == [1, 1, 1, 1, 2, 2, 2, 2]  # four interrupted, once
