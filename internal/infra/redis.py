@@ -1,4 +1,8 @@
-"""One Redis client per process for the app's own keys (heartbeat, submitted-task registry).
+"""The app's own Redis keys, and its Redis clients outside Celery.
+
+``get_redis``: one blocking client per process for the app's keys (beat's heartbeat, the
+orders the example tasks record). ``get_async_redis`` / ``new_async_redis``: the API's asyncio
+clients (broker, result backend, its task records), with bounded pools.
 
 Clients hold sockets, which must not cross ``fork``: worker processes reset theirs at start
 (see ``internal.celery_tasks``), and everything else creates it lazily on first use.

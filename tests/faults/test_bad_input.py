@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -103,9 +104,10 @@ def test_non_json_content_is_a_client_error(api: str) -> None:
     assert r.status_code == 422
 
 
-def test_openapi_fuzzing_finds_no_server_error(api: str) -> None:
-    # Schemathesis generates requests for every operation of the spec. /readyz answers a
-    # documented 503 here (no worker on this DB), so it is left out.
+def test_openapi_fuzzing_finds_no_server_error(api: str, tmp_path: Path) -> None:
+    # Schemathesis generates requests for every operation of the spec (seeded: the same ones
+    # each run). /readyz answers a documented 503 here (no worker on this DB), so it is left
+    # out. It runs in a temp dir, where it keeps its cache (.schemathesis/).
     result = subprocess.run(
         [
             sys.executable, "-m", "schemathesis.cli", "run", f"{api}/openapi.json",
@@ -115,7 +117,7 @@ def test_openapi_fuzzing_finds_no_server_error(api: str) -> None:
             "--phases", "examples,coverage,fuzzing",
             "--seed", "1",
         ],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
     )  # fmt: skip
     summary = result.stdout[-2500:]
     print(summary)

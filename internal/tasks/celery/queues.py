@@ -2,8 +2,8 @@
 
 DEFAULT_QUEUE = "default"
 SLOW_QUEUE = "slow"
-# What `services/run_celery_worker.py` consumes with no -Q flag, and what a worker must consume
-# to run every routed task (the compose worker is started with this list).
+# What a worker must consume to run every routed task: the compose workers are started with
+# this list. (The worker launcher alone, with no -Q flag, consumes DEFAULT_QUEUE only.)
 ALL_QUEUES = (DEFAULT_QUEUE, SLOW_QUEUE)
 
 # Task names are explicit so that renaming a module never changes a name on the wire.
