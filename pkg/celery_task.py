@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, signals, states
-from celery.app import backends
 from celery.backends.redis import RedisBackend
 from celery.exceptions import BackendStoreError
 from celery.result import AsyncResult
@@ -23,6 +22,8 @@ from kombu.utils.encoding import bytes_to_str
 
 from pkg.revoke_store import RevokeStore
 
+# Celery's Redis result backend with fewer round trips, chosen through the backend URL.
+RESULT_BACKEND_CLASS = "pkg.celery_task:RedisResultBackend"
 # kombu's Redis transport with leases (pkg/redis_transport.py), chosen by Celery's
 # broker_transport setting; kombu imports it by this path.
 LEASED_TRANSPORT = "pkg.redis_transport:Transport"
@@ -156,18 +157,20 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
         script(keys=keys, args=[value, int(expires)])
 
 
+def with_result_backend_class(url: str) -> str:
+    """A ``redis://`` / ``rediss://`` result backend URL in the form by which Celery picks a
+    backend class itself (``module:Class+url``): ``RedisResultBackend`` for Redis URLs."""
+    if url.split("://", 1)[0] in ("redis", "rediss"):
+        return f"{RESULT_BACKEND_CLASS}+{url}"
+    return url
+
+
 class ExitCodeCelery(Celery):  # type: ignore[misc]
-    """Celery whose ``worker_main`` returns the worker's exit code, with ``RedisResultBackend``.
+    """Celery whose ``worker_main`` returns the worker's exit code.
 
     Celery's own ``worker_main`` drops the code that ``start`` returns, so a worker that failed
     (broker gone after its retries, a bad option) would look like a clean exit to its launcher.
     """
-
-    def _get_backend(self) -> Any:
-        backend_cls, url = backends.by_url(self.conf.result_backend, self.loader)
-        if backend_cls is RedisBackend:
-            backend_cls = RedisResultBackend
-        return backend_cls(app=self, url=url)
 
     def worker_main(self, argv: Sequence[str] | None = None) -> int:
         argv = list(argv) if argv is not None else None
@@ -316,7 +319,7 @@ class CeleryClient:
         self.app = ExitCodeCelery(
             name,
             broker=broker_url,
-            backend=backend_url or broker_url,
+            backend=with_result_backend_class(backend_url or broker_url),
             include=list(include),
             task_cls=BaseTask,
             set_as_current=False,

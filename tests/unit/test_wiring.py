@@ -10,7 +10,13 @@ from internal.config.setting import Settings
 from internal.infra.celery import ROUTES, build_celery_client
 from internal.tasks.celery import queues
 from internal.tasks.celery.schemas import PUBLIC_TASKS
-from pkg.celery_task import LEASED_TRANSPORT, CeleryClient, TaskLimits
+from pkg.celery_task import (
+    LEASED_TRANSPORT,
+    CeleryClient,
+    ExitCodeCelery,
+    RedisResultBackend,
+    TaskLimits,
+)
 from services import run_celery_beat, run_celery_worker
 from services.launcher import split_reload_flag
 
@@ -92,3 +98,12 @@ def test_task_events_are_a_setting() -> None:
     assert not build_celery_client(Settings()).app.conf.worker_send_task_events
     events_on = build_celery_client(Settings(worker_task_events=True)).app.conf
     assert events_on.worker_send_task_events
+
+
+def test_the_result_backend_class_is_chosen_through_celerys_own_setting() -> None:
+    """``module:Class+redis://…``: Celery picks the class itself (no copied private method)."""
+    app = build_celery_client(Settings(redis_url="redis://redis:6379/2")).app
+    assert app.conf.result_backend == "pkg.celery_task:RedisResultBackend+redis://redis:6379/2"
+    assert type(app.backend) is RedisResultBackend
+    assert app.backend.as_uri() == "redis://redis:6379/2"
+    assert "_get_backend" not in vars(ExitCodeCelery)
