@@ -13,6 +13,7 @@ from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from internal.tasks.celery import queues
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
+from tests.support import tasks_for_tests
 from tests.support.processes import wait_until
 
 N_TASKS = 8
@@ -97,11 +98,11 @@ def test_a_task_that_always_kills_its_worker_is_capped(
 ) -> None:
     worker = start_worker(
         launch, node_name("poison"), "-l", "info", "-Q", "default", "--concurrency=1",
-        env={"REDIS_URL": isolated.url},
+        "-I", tasks_for_tests.MODULE, env={"REDIS_URL": isolated.url},
     )  # fmt: skip
-    pill = isolated.client.submit(task_name=queues.POISON_PILL)
+    pill = isolated.client.submit(task_name=tasks_for_tests.POISON_PILL)
     wait_until(lambda: pill.state == "FAILURE", timeout=60, what="the poison pill to fail")
-    runs = worker.output.count(f"Task {queues.POISON_PILL}[{pill.id}] received")
+    runs = worker.output.count(f"Task {tasks_for_tests.POISON_PILL}[{pill.id}] received")
     print(f"\npoison pill: ran {runs} times, then FAILURE: {pill.result!r}")
     assert runs == 3  # the first run and max_retries=2 retries
     assert "WorkerLostError" in type(pill.result).__name__

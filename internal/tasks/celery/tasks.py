@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from typing import Any
 
@@ -86,10 +84,3 @@ def record_order(self: Task, order_id: str, work_seconds: float = 0.0) -> dict[s
     effect = {"order_id": order_id, "task_id": self.request.id, "attempts": attempts}
     store.hset(ORDERS_KEY, order_id, json.dumps(effect))
     return effect
-
-
-@shared_task(name=queues.POISON_PILL, max_retries=2)
-def poison_pill() -> None:
-    """Kills the process running it, as a segfault or an OOM kill would. Shows the cap on
-    redelivery: retried on worker loss up to max_retries, then FAILURE (WorkerLostError)."""
-    os.kill(os.getpid(), signal.SIGKILL)
