@@ -18,9 +18,13 @@ from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
 
 
 def inspect(client: CeleryClient, name: str) -> tuple[list[str], dict[str, Any]]:
+    """The worker's queues and stats. Asked until it answers: a reply can miss one broadcast's
+    5 s window on a loaded machine (seen once in CI)."""
     insp = client.app.control.inspect(destination=[name], timeout=5)
-    queues = sorted(q["name"] for q in insp.active_queues()[name])
-    return queues, insp.stats()[name]
+    active = wait_until(lambda: (insp.active_queues() or {}).get(name), timeout=30,
+                        what=f"{name} to answer inspect")  # fmt: skip
+    stats = wait_until(lambda: (insp.stats() or {}).get(name), timeout=30, what="its stats")
+    return sorted(q["name"] for q in active), stats
 
 
 def test_worker_defaults(launch: LaunchFn, client: CeleryClient) -> None:
