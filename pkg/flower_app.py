@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import signal
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,7 +48,12 @@ class Flower(FlowerApp):  # type: ignore[misc]
 
 def serve(app: Celery, argv: Sequence[str]) -> int:
     """Run Flower for ``app`` with Flower's command-line options ``argv`` (FLOWER_* variables
-    apply too), as ``celery flower`` would, until SIGTERM."""
+    apply too), as ``celery flower`` would, until SIGTERM. Exit code 2, naming them, for
+    options Flower does not know (Flower itself drops them silently)."""
+    unknown = [arg for arg in argv if arg.startswith("-") and not command.is_flower_option(arg)]
+    if unknown:
+        print(f"Error: no such Flower option: {', '.join(unknown)}", file=sys.stderr)
+        return 2
     command.apply_env_options()
     command.apply_options("flower", list(argv))
     command.extract_settings()

@@ -190,3 +190,9 @@ def test_flower_metrics_ask_for_the_credentials_its_pages_ask_for(launch: Launch
     assert httpx.get(f"{url}/metrics", auth=("admin", "wrong")).status_code == 401
     r = httpx.get(f"{url}/metrics", auth=("admin", "flower-pw"))
     assert r.status_code == 200 and "flower_events_total" in r.text
+
+
+def test_flower_refuses_an_unknown_flag_naming_it(launch: LaunchFn) -> None:
+    proc = launch("run_flower.py", "--port=1", "--no-such-thing=1")
+    assert proc.proc.wait(timeout=60) == 2
+    assert "no such Flower option: --no-such-thing=1" in proc.output
