@@ -3,56 +3,73 @@
 Celery's ``send_task`` is synchronous and spends most of its time in kombu's generic publish
 machinery (a third of a millisecond a task here). A web server that enqueues on every request
 cannot afford that on its event loop, nor a thread hop per request. This publisher builds the
-same message Celery would (Celery's own ``as_task_v2`` for the task protocol; kombu's Redis
-envelope around it) and sends it with one pipelined ``LPUSH`` on an asyncio Redis client,
-together with any commands of the caller's own (so a request costs one round trip).
+same message ``send_task`` would for a task sent by name, value for value (Celery's own
+``as_task_v2`` for the task protocol, kombu's JSON encoder for the body, kombu's Redis
+envelope and priority lists; tests/integration/test_fast_paths.py compares every header and
+property), fires Celery's ``before_task_publish`` / ``after_task_publish`` signals, and sends
+it with one pipelined ``LPUSH`` on an asyncio Redis client, together with any commands of the
+caller's own (so a request costs one round trip).
 
 Publishes made while a pipeline is in flight wait and go together in the next one, so under load
 a whole batch of requests shares one round trip (and one MULTI/EXEC); alone, a publish is sent at
 once.
 
-Only what an API needs: a task by name with keyword arguments, now, on its routed queue. For
-ETAs, countdowns, priorities or links, use ``CeleryClient.submit``.
+Only what an API needs: a task by name with keyword arguments, now, on its routed queue (and
+the route's priority). For ETAs, countdowns, per-call options, links, routes that depend on
+the arguments or a ``global_keyprefix`` (refused), use ``CeleryClient.submit``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import uuid
+from bisect import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
-from celery import Celery
+from celery import Celery, signals
 from celery.utils.nodenames import anon_nodename
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
+from kombu.utils.json import dumps as _untyped_dumps
 from pydantic_core import to_json  # compact JSON, several times faster than json.dumps
 
 # A message's delivery mode: persistent (what kombu sends for Celery tasks).
 PERSISTENT = 2
+# kombu's JSON encoder: type tags for datetimes, UUIDs, decimals, as a worker decodes them.
+kombu_dumps: Any = _untyped_dumps
+# kombu's separator between a queue's name and its priority step in the list's name.
+PRIORITY_SEP = RedisChannel.sep
 
 
 class AsyncTaskPublisher:
     def __init__(self, app: Celery, client: aioredis.Redis, *, timeout: float) -> None:
         """``timeout``: seconds a batch may take before its publishes fail with TimeoutError."""
+        if app.conf.broker_transport_options.get("global_keyprefix"):
+            raise ValueError(
+                "AsyncTaskPublisher writes kombu's Redis keys itself and does not support the "
+                "global_keyprefix transport option; publish with CeleryClient.submit instead"
+            )
         self.app = app
         self.client = client
         self.timeout = timeout
         # Celery works this out (host name and pid) for every message unless it is given.
         self.origin = anon_nodename()
-        self._routes: dict[str, tuple[str, str, str]] = {}
+        self._routes: dict[str, Route] = {}
         self._pending: list[tuple[list[Sequence[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
 
-    def _route(self, task_name: str) -> tuple[str, str, str]:
-        """(queue, exchange, routing key) for a task, from the app's own router (cached).
+    def _route(self, task_name: str) -> Route:
+        """Where a task goes, from the app's own router (cached per task name: the publisher
+        takes no routes that depend on arguments).
 
         Like Celery for a queue on a direct exchange: the anonymous exchange, routing key =
-        queue name, so the message goes straight onto the queue's list. Anything else (topic or
-        fanout exchanges, explicit routing keys) needs kombu's exchange tables: use
-        ``CeleryClient.submit`` for those tasks."""
+        queue name, so the message goes straight onto the queue's list (its priority list if
+        the route sets a priority). Anything else (topic or fanout exchanges, explicit routing
+        keys) needs kombu's exchange tables: use ``CeleryClient.submit`` for those tasks."""
         if task_name not in self._routes:
             route = self.app.amqp.router.route({}, task_name)
             queue = route["queue"]
@@ -61,44 +78,43 @@ class AsyncTaskPublisher:
                     f"task {task_name!r} is routed through an exchange, not straight to a "
                     "queue; publish it with CeleryClient.submit"
                 )
-            self._routes[task_name] = (queue.name, "", queue.name)
+            self._routes[task_name] = Route(queue, int(route.get("priority") or 0))
         return self._routes[task_name]
 
     def encode(
-        self, task_name: str, kwargs: Mapping[str, Any], *, task_id: str, kwargs_json: str
-    ) -> tuple[str, bytes]:
-        """The Redis list to push to and the message, as kombu's Redis transport writes it.
-
-        ``kwargs_json`` is the caller's JSON of ``kwargs`` (an API has it already), used as
-        the message's ``kwargsrepr`` instead of Celery's slower ``saferepr``.
-        """
-        queue, exchange, routing_key = self._route(task_name)
-        maxsize = self.app.amqp.kwargsrepr_maxsize
+        self, task_name: str, kwargs: Mapping[str, Any], *, task_id: str
+    ) -> tuple[str, bytes, Any]:
+        """The Redis list to push to, the message as kombu's Redis transport writes it, and
+        Celery's task message (for the publish signals). The same values ``send_task``
+        writes for a task sent by name (tested value for value): Celery builds the task
+        protocol, kombu's JSON encoder the body (with its type tags)."""
+        route = self._route(task_name)
         message = self.app.amqp.as_task_v2(
             task_id,
             task_name,
             (),
             dict(kwargs),
-            argsrepr="()",
-            kwargsrepr=kwargs_json[:maxsize],
+            # What send_task passes for a task sent by name: no ignore_result override (the
+            # worker uses the task's own), and replies to this app's thread.
+            reply_to=self.app.thread_oid,
+            ignore_result=None,
             origin=self.origin,
         )
-        body = to_json(message.body)
         envelope = {
-            "body": base64.b64encode(body).decode(),
+            "body": base64.b64encode(kombu_dumps(message.body).encode()).decode(),
             "content-encoding": "utf-8",
             "content-type": "application/json",
             "headers": message.headers,
             "properties": {
                 **message.properties,
                 "delivery_mode": PERSISTENT,
-                "delivery_info": {"exchange": exchange, "routing_key": routing_key},
-                "priority": 0,
+                "delivery_info": {"exchange": "", "routing_key": route.queue.name},
+                "priority": route.priority,
                 "body_encoding": "base64",
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return queue, to_json(envelope)
+        return route.list_key(), to_json(envelope), message
 
     async def publish(
         self,
@@ -106,7 +122,6 @@ class AsyncTaskPublisher:
         kwargs: Mapping[str, Any],
         *,
         task_id: str,
-        kwargs_json: str | None = None,
         also: Sequence[Sequence[Any]] = (),
         once: Once | None = None,
     ) -> str | None:
@@ -120,8 +135,16 @@ class AsyncTaskPublisher:
         The deadline (``timeout``) is this caller's, from now: a caller queued behind a
         stalled batch fails in time too. On TimeoutError the message may still land (Redis
         may only be slow): callers that retry should use ``once``."""
-        queue, payload = self.encode(
-            task_name, kwargs, task_id=task_id, kwargs_json=kwargs_json or json.dumps(kwargs)
+        queue, payload, message = self.encode(task_name, kwargs, task_id=task_id)
+        route = self._route(task_name)
+        publish_signal = {"sender": task_name, "body": message.body, "exchange": "",
+                          "routing_key": route.queue.name}  # fmt: skip
+        signals.before_task_publish.send(
+            **publish_signal,
+            declare=[route.queue],
+            headers=message.headers,
+            properties=message.properties,
+            retry_policy=dict(self.app.conf.task_publish_retry_policy or {}),
         )
         commands: list[Sequence[Any]] = (
             [*also, ("LPUSH", queue, payload)]
@@ -141,6 +164,7 @@ class AsyncTaskPublisher:
             # report an exception "never retrieved".
             done.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
+        signals.after_task_publish.send(**publish_signal)
         if once is None:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -177,6 +201,20 @@ class AsyncTaskPublisher:
                             done.set_result(replies[at - 1])  # the caller's last command
         finally:
             self._flushing = False
+
+
+@dataclass(frozen=True)
+class Route:
+    """A task's queue, and the priority its route gives it."""
+
+    queue: Any  # kombu.Queue
+    priority: int
+
+    def list_key(self) -> str:
+        """The Redis list kombu's transport pushes to: the queue's own for priority 0, else
+        the list of the priority step at or below it (``queue\x06\x16<step>``)."""
+        step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, self.priority) - 1]
+        return f"{self.queue.name}{PRIORITY_SEP}{step}" if step else self.queue.name
 
 
 # Publish unless the idempotency key already holds a value: KEYS[1] the key, KEYS[2] the

@@ -52,7 +52,6 @@ async def submit(
         task.celery_name,
         body.model_dump(),
         task_id=task_id,
-        kwargs_json=kwargs_json,
         also=[record] if same_redis else [],
         once=once,
     )

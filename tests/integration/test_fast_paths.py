@@ -5,15 +5,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import json
+import uuid
+from decimal import Decimal
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio as aioredis
+from celery import signals
 from kombu.connection import Connection
+from kombu.utils.json import loads as _untyped_loads
 
 from internal.config.setting import Settings
-from internal.infra.celery import build_celery_client
+from internal.infra.celery import ROUTES, build_celery_client
 from internal.tasks.celery import queues
 from pkg.async_publisher import AsyncTaskPublisher
 from pkg.celery_task import LEASED_TRANSPORT
@@ -24,37 +30,90 @@ def queued(url: str, queue: str) -> list[dict[str, Any]]:
     return [json.loads(raw) for raw in redis.Redis.from_url(url).lrange(queue, 0, -1)]
 
 
-def shape(message: dict[str, Any]) -> dict[str, Any]:
-    """What must match between two messages for the same task (ids and tags differ)."""
-    body = json.loads(base64.b64decode(message["body"]))
-    headers = message["headers"]
-    return {
-        "keys": sorted(message),
-        "content": (message["content-type"], message["content-encoding"]),
-        "properties": sorted(message["properties"]),
-        "delivery": message["properties"]["delivery_info"],
-        "mode": message["properties"]["delivery_mode"],
-        "headers": sorted(headers),
-        "task": (headers["task"], headers["id"] == headers["root_id"], headers["retries"]),
-        "body": body,
-    }
+def comparable(message: dict[str, Any]) -> dict[str, Any]:
+    """A message with its body decoded (kombu's decoder: type tags become objects again) and
+    the delivery tag left out (a fresh uuid for every message); every other value stays."""
+    out = {**message, "properties": dict(message["properties"])}
+    out["properties"].pop("delivery_tag")
+    out["body"] = kombu_loads(base64.b64decode(message["body"]))
+    return out
 
 
-def test_async_publisher_writes_what_celery_writes(redis_server: Redis) -> None:
+kombu_loads: Any = _untyped_loads  # kombu's JSON decoder (type tags back to objects)
+PRIORITIZED = "tests.prioritized"
+PARITY_CASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "add": (queues.ADD, {"x": 1, "y": 2}),
+    "routed": (queues.LONG_REPORT, {"steps": 3, "step_seconds": 0.5}),
+    "priority": (PRIORITIZED, {"x": 1}),
+    "typed": (queues.ADD, {"when": dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC),
+                           "id": uuid.UUID(int=7), "amount": Decimal("1.10")}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(PARITY_CASES))
+def test_async_publisher_writes_what_send_task_writes_value_for_value(
+    redis_server: Redis, case: str
+) -> None:
+    """Regression (issue 11): the parity test compared key names only, so ignore_result false
+    (Celery: null), an empty reply_to, a JSON kwargsrepr, lost type tags and a dropped route
+    priority all passed. Every header and property value is compared now, over each queue and
+    route option the app declares (plus a priority route)."""
     url = redis_server.url(11)
-    redis.Redis.from_url(url).flushdb()
+    store: redis.Redis = redis.Redis.from_url(url)
+    store.flushdb()
     client = build_celery_client(Settings(redis_url=url))
-    client.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 2}, task_id="by-celery")
+    client.app.conf.task_routes = {**ROUTES, PRIORITIZED: {"queue": "default", "priority": 5}}
+    name, kwargs = PARITY_CASES[case]
+    client.submit(task_name=name, kwargs=kwargs, task_id=f"{case}-id")
 
     async def publish() -> None:
         async with aioredis.Redis.from_url(url) as conn:
             publisher = AsyncTaskPublisher(client.app, conn, timeout=5)
-            await publisher.publish(queues.ADD, {"x": 1, "y": 2}, task_id="by-publisher")
+            await publisher.publish(name, kwargs, task_id=f"{case}-id")
 
     asyncio.run(publish())
-    by_publisher, by_celery = queued(url, queues.DEFAULT_QUEUE)  # LPUSH: newest first
-    assert by_celery["headers"]["id"] == "by-celery"
-    assert shape(by_publisher) == shape(by_celery)
+    keys: list[bytes] = store.keys("*")  # type: ignore[assignment]
+    (key,) = [k for k in keys if not k.startswith(b"_kombu")]
+    by_publisher, by_celery = (json.loads(m) for m in store.lrange(key, 0, -1))  # newest first
+    assert comparable(by_publisher) == comparable(by_celery)
+    if case == "priority":
+        assert key == b"default\x06\x163"  # kombu's list for priority step 3
+
+
+def test_publish_signals_fire_for_the_fast_path(redis_server: Redis) -> None:
+    """before/after_task_publish receivers (tracing, auditing) see the API's publishes."""
+    url = redis_server.url(11)
+    store = redis.Redis.from_url(url)
+    store.flushdb()
+    client = build_celery_client(Settings(redis_url=url))
+    seen: list[tuple[str, str, int]] = []
+
+    def before(sender: str, headers: dict[str, Any], **_: Any) -> None:
+        seen.append(("before", headers["id"], store.llen("default")))
+
+    def after(sender: str, routing_key: str, **_: Any) -> None:
+        seen.append(("after", routing_key, store.llen("default")))
+
+    async def publish() -> None:
+        async with aioredis.Redis.from_url(url) as conn:
+            publisher = AsyncTaskPublisher(client.app, conn, timeout=5)
+            await publisher.publish(queues.ADD, {"x": 1, "y": 2}, task_id="signalled")
+
+    signals.before_task_publish.connect(before, weak=False)
+    signals.after_task_publish.connect(after, weak=False)
+    try:
+        asyncio.run(publish())
+    finally:
+        signals.before_task_publish.disconnect(before)
+        signals.after_task_publish.disconnect(after)
+    assert seen == [("before", "signalled", 0), ("after", "default", 1)]
+
+
+def test_the_fast_path_refuses_a_global_keyprefix(redis_server: Redis) -> None:
+    client = build_celery_client(Settings(redis_url=redis_server.url(11)))
+    client.app.conf.broker_transport_options = {"global_keyprefix": "tenant-a:"}
+    with pytest.raises(ValueError, match="global_keyprefix"):
+        AsyncTaskPublisher(client.app, aioredis.Redis(), timeout=5)
 
 
 def test_async_publisher_follows_the_routes(redis_server: Redis) -> None:
