@@ -58,6 +58,8 @@ class AsyncTaskPublisher:
         self.timeout = timeout
         # Celery works this out (host name and pid) for every message unless it is given.
         self.origin = anon_nodename()
+        # What before_task_publish receivers are told (send_task passes the app's policy).
+        self._retry_policy = dict(app.conf.task_publish_retry_policy or {})
         self._routes: dict[str, Route] = {}
         self._pending: list[tuple[list[Sequence[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
@@ -83,11 +85,11 @@ class AsyncTaskPublisher:
 
     def encode(
         self, task_name: str, kwargs: Mapping[str, Any], *, task_id: str
-    ) -> tuple[str, bytes, Any]:
-        """The Redis list to push to, the message as kombu's Redis transport writes it, and
-        Celery's task message (for the publish signals). The same values ``send_task``
-        writes for a task sent by name (tested value for value): Celery builds the task
-        protocol, kombu's JSON encoder the body (with its type tags)."""
+    ) -> tuple[Route, bytes, Any]:
+        """The task's route (its Redis list: ``route.list_key()``), the message as kombu's
+        Redis transport writes it, and Celery's task message (for the publish signals). The
+        same values ``send_task`` writes for a task sent by name (tested value for value):
+        Celery builds the task protocol, kombu's JSON encoder the body (with its type tags)."""
         route = self._route(task_name)
         message = self.app.amqp.as_task_v2(
             task_id,
@@ -114,7 +116,7 @@ class AsyncTaskPublisher:
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return route.list_key(), to_json(envelope), message
+        return route, to_json(envelope), message
 
     async def publish(
         self,
@@ -135,8 +137,7 @@ class AsyncTaskPublisher:
         The deadline (``timeout``) is this caller's, from now: a caller queued behind a
         stalled batch fails in time too. On TimeoutError the message may still land (Redis
         may only be slow): callers that retry should use ``once``."""
-        queue, payload, message = self.encode(task_name, kwargs, task_id=task_id)
-        route = self._route(task_name)
+        route, payload, message = self.encode(task_name, kwargs, task_id=task_id)
         publish_signal = {"sender": task_name, "body": message.body, "exchange": "",
                           "routing_key": route.queue.name}  # fmt: skip
         signals.before_task_publish.send(
@@ -144,8 +145,9 @@ class AsyncTaskPublisher:
             declare=[route.queue],
             headers=message.headers,
             properties=message.properties,
-            retry_policy=dict(self.app.conf.task_publish_retry_policy or {}),
+            retry_policy=dict(self._retry_policy),  # a copy per call, as send_task passes
         )
+        queue = route.list_key()
         commands: list[Sequence[Any]] = (
             [*also, ("LPUSH", queue, payload)]
             if once is None

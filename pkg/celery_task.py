@@ -37,15 +37,29 @@ REVOKE_HOLD_SECONDS = 7 * 24 * 3600.0
 READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 
+def visibility_window(conf: Any) -> float | None:
+    """kombu's visibility timeout when its own transport runs; None with leases (no window)."""
+    if conf.broker_transport == LEASED_TRANSPORT:
+        return None
+    return float(conf.broker_transport_options.get("visibility_timeout", 3600))
+
+
 def refuse_beyond_visibility(
-    conf: Any, *, name: str, delay: float | None = None, time_limit: float | None = None
+    conf: Any,
+    *,
+    name: str,
+    countdown: float | None = None,
+    eta: dt.datetime | str | None = None,
+    time_limit: float | None = None,
 ) -> None:
     """With kombu's own transport (no leases) Redis hands a message unacked for
     ``visibility_timeout`` to another worker: a task still waiting for its ETA or still running
-    then runs twice. Refuse, naming the setting, what would go past it."""
-    if conf.broker_transport == LEASED_TRANSPORT:
+    then runs twice. Refuse, naming the setting, what would go past it. With leases nothing is
+    computed (this runs on every publish)."""
+    window = visibility_window(conf)
+    if window is None:
         return
-    window = float(conf.broker_transport_options.get("visibility_timeout", 3600))
+    delay = delay_of(countdown, eta)
     for what, seconds in (("countdown/ETA", delay), ("time limit", time_limit)):
         if seconds is not None and seconds >= window:
             raise ValueError(
@@ -78,7 +92,8 @@ class BaseTask(Task):  # type: ignore[misc]
         refuse_beyond_visibility(
             self.app.conf,
             name=self.name,
-            delay=delay_of(options.get("countdown"), options.get("eta")),
+            countdown=options.get("countdown"),
+            eta=options.get("eta"),
         )
         return super().apply_async(args, kwargs, **options)
 
@@ -145,10 +160,16 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
             )
         expires = self.failure_expires if state == states.FAILURE else self.expires
         key = self.get_key_for_task(task_id)
-        companion = self.app.conf.get(RESULT_COMPANION_KEY)
+        companion = self._companion_key
         keys = [key] if not companion else [key, companion.format(bytes_to_str(task_id))]  # type: ignore[no-untyped-call]
         self.ensure(self._store_unless_succeeded, (keys, value, expires or 0))
         return result
+
+    @cached_property
+    def _companion_key(self) -> str | None:
+        """The ``result_companion_key`` template, read once (results are stored per task)."""
+        template = self.app.conf.get(RESULT_COMPANION_KEY)
+        return str(template) if template else None
 
     def _store_unless_succeeded(self, keys: list[Any], value: Any, expires: int) -> None:
         script = self.__dict__.get("_store_script")
@@ -344,7 +365,7 @@ class CeleryClient:
     ) -> AsyncResult:
         """Send a task by name. An explicit ``queue`` beats the routes; without one the routes
         decide, then the default queue."""
-        refuse_beyond_visibility(self.app.conf, name=task_name, delay=delay_of(countdown, eta))
+        refuse_beyond_visibility(self.app.conf, name=task_name, countdown=countdown, eta=eta)
         options: dict[str, Any] = {}
         if queue is not None:
             options["queue"] = queue
@@ -434,6 +455,8 @@ class CeleryClient:
     def refuse_limits_beyond_visibility(self) -> None:
         """Check every task's time limit against kombu's visibility timeout (nothing to check
         with leases); a worker calls this before it starts, and refuses to if one reaches it."""
+        if visibility_window(self.app.conf) is None:
+            return  # leases: no need to import the task modules here
         self.app.loader.import_default_modules()
         for task in self.app.tasks.values():
             limit = task.time_limit or self.app.conf.task_time_limit
