@@ -23,9 +23,10 @@ from bench.common import PYTHON, Figure, Process, Row, node, paired_ratio
 from bench.stock_app import make_app
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
-from internal.tasks.celery.queues import ADD
+from internal.tasks.celery.tasks import add
 from tests.support.processes import Redis
 
+ADD = add.name
 RESULT_KEY = "celery-task-meta-{}"
 Submit = Callable[[int], list[str]]
 

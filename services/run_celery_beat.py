@@ -37,10 +37,10 @@ def stamp_sent_heartbeat(sender: str | None = None, **_: object) -> None:
     """Beat's liveness for its healthcheck: the time it last sent the heartbeat task. Stamped
     here, not by the worker that runs the task, so busy or absent workers (the task expires
     after one interval) never make beat look dead."""
+    from internal.celery_tasks import default_celery_client
     from internal.infra.redis import HEARTBEAT_KEY, get_redis
-    from internal.tasks.celery.queues import HEARTBEAT
 
-    if sender == HEARTBEAT:
+    if sender == default_celery_client.app.conf.beat_schedule["heartbeat"]["task"]:
         get_redis().set(HEARTBEAT_KEY, f"{time.time():.3f}")
 
 

@@ -1,7 +1,8 @@
 """Start a Celery worker: ``python services/run_celery_worker.py [celery worker flags]``.
 
-Defaults: queue ``default``, log level debug, prefork pool, concurrency 4 (WORKER_CONCURRENCY);
-any flag given here is appended and wins (``-l info``, ``--concurrency=8``, ``-Q default,slow``).
+Defaults: queue ``default`` (WORKER_QUEUES, ``*`` for every queue a task is declared on), log
+level debug, prefork pool, concurrency 4 (WORKER_CONCURRENCY); any flag given here is appended
+and wins (``-l info``, ``--concurrency=8``, ``-Q default,slow``).
 ``--reload`` (or RELOAD=true) restarts the worker when Python code changes.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Sequence
 
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     # os.path, not pathlib: on Windows this must get as far as the refusal in main().
@@ -31,16 +33,24 @@ def default_argv(queue: str, concurrency: int) -> list[str]:
     ]  # fmt: skip
 
 
+def queues_to_consume(setting: str | None, default_queue: str, declared: Sequence[str]) -> str:
+    """The -Q value: WORKER_QUEUES, where "*" is every queue a task is declared on."""
+    if setting == "*":
+        return ",".join(declared)
+    return setting or default_queue
+
+
 def main(user_args: list[str]) -> int:
     if os.name == "nt":  # before anything that builds a path (pathlib refuses, on Windows)
         print(WINDOWS_MESSAGE, file=sys.stderr)
         return 1
-    from internal.celery_tasks import default_celery_client, default_queue
+    from internal.celery_tasks import default_celery_client, default_queue, task_catalog
     from internal.config.setting import get_settings
     from pkg.shutdown_deadline import hand_back_after
     from services.launcher import launch
 
     settings = get_settings()
+    queues = queues_to_consume(settings.worker_queues, default_queue, task_catalog.queues())
     # Running tasks get SHUTDOWN_GRACE_SECONDS to finish on a stop; then they go back to the
     # queue at once (a redeploy does not wait for their leases).
     hand_back_after(settings.shutdown_grace_seconds)
@@ -56,7 +66,7 @@ def main(user_args: list[str]) -> int:
     return launch(
         __file__,
         start,
-        default_argv(default_queue, settings.worker_concurrency),
+        default_argv(queues, settings.worker_concurrency),
         user_args,
         reload_default=settings.reload,
         # The reloading supervisor kills a child only after its own hand-back had time to run.

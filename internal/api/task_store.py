@@ -8,15 +8,16 @@ import asyncio
 from functools import cache
 
 import anyio
+from pydantic import BaseModel
 
 from internal.api import submitted
 from internal.celery_tasks import default_celery_client
 from internal.config.setting import get_settings
 from internal.infra.redis import get_async_redis, new_async_redis
-from internal.tasks.celery.schemas import PublicTask, TaskBody
 from pkg.async_publisher import AsyncTaskPublisher
 from pkg.celery_task import READY_STATES, TaskStatus
 from pkg.channel_waiter import ChannelWaiter
+from pkg.task_catalog import Declaration
 
 
 @cache
@@ -32,8 +33,8 @@ def publisher() -> AsyncTaskPublisher:
 async def submit(
     task_id: str,
     public_name: str,
-    task: PublicTask,
-    body: TaskBody,
+    task: Declaration,
+    body: BaseModel,
     idempotency_key: str | None = None,
 ) -> str:
     """Record the id and publish the task (with one Redis for both, atomically together);
@@ -49,7 +50,7 @@ async def submit(
     if not same_redis:
         await get_async_redis(settings.app_redis_url).execute_command(*record)  # type: ignore[no-untyped-call]
     first = await publisher().publish(
-        task.celery_name,
+        task.name,
         body.model_dump(),
         task_id=task_id,
         also=[record] if same_redis else [],

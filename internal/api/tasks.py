@@ -8,15 +8,17 @@ from typing import Annotated
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
+from pydantic import BaseModel
 
 from internal.api import submitted, task_store
 from internal.api.broker import off_loop, on_broker
 from internal.api.schemas import Revoked, Submitted, TaskState
 from internal.celery_tasks import default_celery_client
 from internal.config.setting import get_settings
-from internal.tasks.celery.schemas import PUBLIC_TASKS, PublicTask, TaskBody
+from internal.infra.celery import TASKS
 from pkg.celery_task import TaskStatus
 from pkg.channel_waiter import TooManyWaiters
+from pkg.task_catalog import Declaration
 
 router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
@@ -57,9 +59,9 @@ def _tasks_url_for(scheme: str, host: str, root_path: str) -> str:
     return f"{scheme}://{host}{root_path.rstrip('/')}{router.prefix}"
 
 
-def _add_submit_route(public_name: str, task: PublicTask) -> None:
+def _add_submit_route(public_name: str, task: Declaration) -> None:
     async def submit(
-        request: Request, body: TaskBody, idempotency_key: IdempotencyKey = None
+        request: Request, body: BaseModel, idempotency_key: IdempotencyKey = None
     ) -> Response:
         try:
             # No timer here: the publisher gives each caller API_BROKER_TIMEOUT_SECONDS.
@@ -83,8 +85,8 @@ def _add_submit_route(public_name: str, task: PublicTask) -> None:
             answer.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json"
         )
 
-    # Each route validates (and documents in OpenAPI) its task's own body model.
-    submit.__annotations__["body"] = task.body
+    # Each route validates (and documents in OpenAPI) its task's arguments model.
+    submit.__annotations__["body"] = task.arguments
     router.add_api_route(
         f"/{public_name}",
         submit,
@@ -92,12 +94,13 @@ def _add_submit_route(public_name: str, task: PublicTask) -> None:
         status_code=status.HTTP_202_ACCEPTED,
         response_model=Submitted,
         summary=f"Submit {public_name}",
-        description=task.summary,
+        description=task.http.summary if task.http else None,
         name=f"submit_{public_name}",
         responses={413: {"description": "Body too large"}, 503: {"description": "Broker down"}},
     )
 
 
+PUBLIC_TASKS = TASKS.public()
 for _name, _task in PUBLIC_TASKS.items():
     _add_submit_route(_name, _task)
 

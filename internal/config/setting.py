@@ -49,6 +49,11 @@ class Settings(BaseSettings):
 
     # Worker defaults (the launcher's flags still win over these).
     worker_concurrency: PositiveInt = 4
+    # The queues a worker consumes when started with no -Q: comma-separated names, or "*" for
+    # every queue a task is declared on (the compose workers). Unset: the default queue only.
+    worker_queues: str | None = Field(
+        default=None, pattern=r"^(\*|[A-Za-z0-9_.:-]+(,[A-Za-z0-9_.:-]+)*)$"
+    )
     # Messages reserved per pool process (running plus waiting in the worker). Celery's 4
     # lets one fetch bring several, and keeps every process fed between fetches; 1 for
     # workers of long tasks, so the messages they reserve wait for no one else's task.

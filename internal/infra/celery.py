@@ -1,41 +1,27 @@
-"""Builds this app's CeleryClient from settings: queues, routes, beat schedule, task modules."""
+"""Builds this app's CeleryClient from settings and the task catalog (routes, beat schedule and
+task modules all follow from the tasks' declarations)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from internal.config.setting import Settings
 from internal.infra.redis import SUBMITTED_TASK_KEY, reset_redis
-from internal.tasks.celery import queues
+from internal.tasks.celery.queues import DEFAULT_QUEUE
 from pkg.celery_task import RESULT_COMPANION_KEY, CeleryClient, TaskLimits
+from pkg.task_catalog import TaskCatalog
 
-TASK_MODULES = ("internal.tasks.celery.tasks",)
-
-ROUTES = {
-    queues.LONG_REPORT: {"queue": queues.SLOW_QUEUE},
-}
+# The modules that declare this app's tasks: a module of tasks is added here, nothing else.
+TASKS = TaskCatalog(DEFAULT_QUEUE, modules=("internal.tasks.celery.tasks",))
 
 
-def beat_schedule(settings: Settings) -> dict[str, dict[str, object]]:
-    return {
-        "heartbeat": {
-            "task": queues.HEARTBEAT,
-            "schedule": timedelta(seconds=settings.heartbeat_interval_seconds),
-            # A heartbeat older than one period is worthless: never run a backlog of them.
-            "options": {"expires": settings.heartbeat_interval_seconds},
-        },
-    }
-
-
-def build_celery_client(settings: Settings) -> CeleryClient:
+def build_celery_client(settings: Settings, tasks: TaskCatalog = TASKS) -> CeleryClient:
     client = CeleryClient(
         "app",
         broker_url=settings.broker_url,
         backend_url=settings.result_backend,
-        include=TASK_MODULES,
-        default_queue=queues.DEFAULT_QUEUE,
-        routes=ROUTES,
-        beat_schedule=beat_schedule(settings),
+        include=tasks.modules,
+        default_queue=tasks.default_queue,
+        routes=tasks.routes(),
+        beat_schedule=tasks.beat_schedule(settings),
         limits=TaskLimits(
             soft_time_limit=settings.task_soft_time_limit,
             time_limit=settings.task_time_limit,

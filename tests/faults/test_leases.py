@@ -17,7 +17,7 @@ import redis
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.infra.redis import ORDER_ATTEMPTS_KEY
-from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, wait_until
 
@@ -44,9 +44,11 @@ def test_long_tasks_and_far_countdowns_run_once_on_every_pool(
                      "--concurrency", "2", env=env)  # fmt: skip
         client = build_celery_client(Settings(redis_url=url))
         eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LONG)
-        late = client.submit(task_name=queues.RECORD_ORDER, kwargs={"order_id": "eta"}, eta=eta)
+        late = client.submit(
+            task_name=app_tasks.record_order.name, kwargs={"order_id": "eta"}, eta=eta
+        )
         long = client.submit(
-            task_name=queues.RECORD_ORDER, kwargs={"order_id": "long", "work_seconds": LONG}
+            task_name=app_tasks.record_order.name, kwargs={"order_id": "long", "work_seconds": LONG}
         )
         store = redis.Redis.from_url(url)
         wait_until(held(store, 2), timeout=30, what=f"{pool} holding both")

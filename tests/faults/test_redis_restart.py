@@ -11,7 +11,7 @@ import redis as redis_py
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
-from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from pkg.celery_task import TaskLimits
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, free_port, wait_until
@@ -36,12 +36,14 @@ def test_tasks_survive_and_services_reconnect(launch: LaunchFn, tmp_path: Path) 
 
     # Queued on `slow`, which no worker consumes yet; scheduled ones held by the worker (ETA).
     queued = [
-        client.submit(task_name=queues.LONG_REPORT, kwargs={"steps": 1, "step_seconds": 0})
+        client.submit(task_name=app_tasks.long_report.name, kwargs={"steps": 1, "step_seconds": 0})
         for _ in range(5)
     ]
     eta_at = time.time() + 12
     scheduled = [
-        client.submit(task_name=queues.RECORD_ORDER, kwargs={"order_id": f"eta-{i}"}, countdown=12)
+        client.submit(
+            task_name=app_tasks.record_order.name, kwargs={"order_id": f"eta-{i}"}, countdown=12
+        )
         for i in range(3)
     ]
     time.sleep(1.5)  # appendfsync everysec
@@ -94,7 +96,8 @@ def test_redis_restart_while_a_task_runs_runs_it_once(launch: LaunchFn, tmp_path
         env={"REDIS_URL": url},
     )  # fmt: skip
     running = client.submit(
-        task_name=queues.RECORD_ORDER, kwargs={"order_id": "during-restart", "work_seconds": 12}
+        task_name=app_tasks.record_order.name,
+        kwargs={"order_id": "during-restart", "work_seconds": 12},
     )
     wait_until(lambda: running.state == "STARTED", timeout=30, what="the task to start")
     time.sleep(1.5)  # appendfsync everysec
@@ -103,7 +106,7 @@ def test_redis_restart_while_a_task_runs_runs_it_once(launch: LaunchFn, tmp_path
     try:
         store: redis_py.Redis = redis_py.Redis.from_url(url, decode_responses=True)
         assert running.get(timeout=60)["attempts"] == 1
-        after = client.submit(task_name=queues.ADD, kwargs={"x": 2, "y": 3})
+        after = client.submit(task_name=app_tasks.add.name, kwargs={"x": 2, "y": 3})
         assert after.get(timeout=60) == 5
         # Past a whole lease: had the running task's message been handed back, it would have
         # run again by now.

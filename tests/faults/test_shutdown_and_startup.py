@@ -10,6 +10,7 @@ import httpx
 
 from internal.infra.redis import ORDER_ATTEMPTS_KEY
 from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
 from tests.support.processes import Redis, free_port, wait_until
@@ -23,7 +24,9 @@ def test_sigterm_finishes_running_tasks_and_keeps_queued_ones(
         launch, node_name("warm"), "-l", "info", "-Q", "slow", "--concurrency=2", env=env
     )
     long = {"steps": 6, "step_seconds": 0.5}
-    tasks = [isolated.client.submit(task_name=queues.LONG_REPORT, kwargs=long) for _ in range(5)]
+    tasks = [
+        isolated.client.submit(task_name=app_tasks.long_report.name, kwargs=long) for _ in range(5)
+    ]
     wait_until(
         lambda: sum(t.state == "PROGRESS" for t in tasks) == 2, timeout=30, what="two running"
     )
@@ -57,7 +60,7 @@ def test_a_stop_that_outlasts_the_grace_hands_running_tasks_back_at_once(
     )
     tasks = [
         isolated.client.submit(
-            task_name=queues.RECORD_ORDER, kwargs={"order_id": f"d{i}", "work_seconds": 60}
+            task_name=app_tasks.record_order.name, kwargs={"order_id": f"d{i}", "work_seconds": 60}
         )
         for i in range(2)
     ]

@@ -10,7 +10,7 @@ import psutil
 from celery.result import AsyncResult
 
 from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
-from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
 from tests.support import tasks_for_tests
@@ -22,7 +22,7 @@ N_TASKS = 8
 def submit_orders(iso: Isolated, n: int, work_seconds: float) -> list[AsyncResult]:
     return [
         iso.client.submit(
-            task_name=queues.RECORD_ORDER,
+            task_name=app_tasks.record_order.name,
             kwargs={"order_id": f"order-{i}", "work_seconds": work_seconds},
         )
         for i in range(n)
@@ -107,5 +107,5 @@ def test_a_task_that_always_kills_its_worker_is_capped(
     assert runs == 3  # the first run and max_retries=2 retries
     assert "WorkerLostError" in type(pill.result).__name__
     # The worker survived and still works.
-    after = isolated.client.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1})
+    after = isolated.client.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1})
     assert after.get(timeout=30) == 2

@@ -19,8 +19,9 @@ from kombu.connection import Connection
 from kombu.utils.json import loads as _untyped_loads
 
 from internal.config.setting import Settings
-from internal.infra.celery import ROUTES, build_celery_client
+from internal.infra.celery import TASKS, build_celery_client
 from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from pkg.async_publisher import AsyncTaskPublisher
 from pkg.celery_task import LEASED_TRANSPORT
 from tests.support.processes import Redis
@@ -42,10 +43,10 @@ def comparable(message: dict[str, Any]) -> dict[str, Any]:
 kombu_loads: Any = _untyped_loads  # kombu's JSON decoder (type tags back to objects)
 PRIORITIZED = "tests.prioritized"
 PARITY_CASES: dict[str, tuple[str, dict[str, Any]]] = {
-    "add": (queues.ADD, {"x": 1, "y": 2}),
-    "routed": (queues.LONG_REPORT, {"steps": 3, "step_seconds": 0.5}),
+    "add": (app_tasks.add.name, {"x": 1, "y": 2}),
+    "routed": (app_tasks.long_report.name, {"steps": 3, "step_seconds": 0.5}),
     "priority": (PRIORITIZED, {"x": 1}),
-    "typed": (queues.ADD, {"when": dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC),
+    "typed": (app_tasks.add.name, {"when": dt.datetime(2026, 11, 27, 12, tzinfo=dt.UTC),
                            "id": uuid.UUID(int=7), "amount": Decimal("1.10")}),
 }  # fmt: skip
 
@@ -62,7 +63,10 @@ def test_async_publisher_writes_what_send_task_writes_value_for_value(
     store: redis.Redis = redis.Redis.from_url(url)
     store.flushdb()
     client = build_celery_client(Settings(redis_url=url))
-    client.app.conf.task_routes = {**ROUTES, PRIORITIZED: {"queue": "default", "priority": 5}}
+    client.app.conf.task_routes = {
+        **TASKS.routes(),
+        PRIORITIZED: {"queue": "default", "priority": 5},
+    }
     name, kwargs = PARITY_CASES[case]
     client.submit(task_name=name, kwargs=kwargs, task_id=f"{case}-id")
 
@@ -97,7 +101,7 @@ def test_publish_signals_fire_for_the_fast_path(redis_server: Redis) -> None:
     async def publish() -> None:
         async with aioredis.Redis.from_url(url) as conn:
             publisher = AsyncTaskPublisher(client.app, conn, timeout=5)
-            await publisher.publish(queues.ADD, {"x": 1, "y": 2}, task_id="signalled")
+            await publisher.publish(app_tasks.add.name, {"x": 1, "y": 2}, task_id="signalled")
 
     signals.before_task_publish.connect(before, weak=False)
     signals.after_task_publish.connect(after, weak=False)
@@ -124,7 +128,7 @@ def test_async_publisher_follows_the_routes(redis_server: Redis) -> None:
     async def publish() -> None:
         async with aioredis.Redis.from_url(url) as conn:
             publisher = AsyncTaskPublisher(client.app, conn, timeout=5)
-            await publisher.publish(queues.LONG_REPORT, {"steps": 1}, task_id="slow-one")
+            await publisher.publish(app_tasks.long_report.name, {"steps": 1}, task_id="slow-one")
 
     asyncio.run(publish())
     (message,) = queued(url, queues.SLOW_QUEUE)
@@ -134,7 +138,7 @@ def test_async_publisher_follows_the_routes(redis_server: Redis) -> None:
 def test_sending_does_not_subscribe_to_the_result(redis_server: Redis) -> None:
     url = redis_server.url(12)
     client = build_celery_client(Settings(redis_url=url))
-    sent = client.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 2})
+    sent = client.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 2})
     channel = client.result_key(sent.id)
     assert redis.Redis.from_url(url).pubsub_numsub(channel) == [(channel.encode(), 0)]
 
@@ -143,7 +147,9 @@ def test_submit_many_publishes_every_task_in_order(redis_server: Redis) -> None:
     url = redis_server.url(13)
     redis.Redis.from_url(url).flushdb()
     client = build_celery_client(Settings(redis_url=url))
-    ids = client.submit_many(task_name=queues.ADD, kwargs=[{"x": i, "y": 0} for i in range(25)])
+    ids = client.submit_many(
+        task_name=app_tasks.add.name, kwargs=[{"x": i, "y": 0} for i in range(25)]
+    )
     assert len(set(ids)) == 25
     messages = queued(url, queues.DEFAULT_QUEUE)[::-1]
     assert [m["headers"]["id"] for m in messages] == ids

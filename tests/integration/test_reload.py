@@ -11,7 +11,7 @@ import pytest
 
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
-from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from pkg.celery_task import CeleryClient
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import REPO_ROOT, Redis, wait_until
@@ -35,7 +35,7 @@ def isolated(redis_server: Redis) -> tuple[str, CeleryClient]:
 
 
 def add_result(client: CeleryClient) -> int:
-    return int(client.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 2}).get(timeout=10))
+    return int(client.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 2}).get(timeout=10))
 
 
 def test_edit_reloads_the_worker_without_losing_the_running_task(
@@ -54,7 +54,9 @@ def test_edit_reloads_the_worker_without_losing_the_running_task(
     time.sleep(1.5)
     assert "reloading" not in proc.output
 
-    running = client.submit(task_name=queues.LONG_REPORT, kwargs={"steps": 10, "step_seconds": 0.3})
+    running = client.submit(
+        task_name=app_tasks.long_report.name, kwargs={"steps": 10, "step_seconds": 0.3}
+    )
     wait_until(lambda: running.state == "PROGRESS", timeout=20, what="the long task to start")
 
     tasks_py = tree / "internal" / "tasks" / "celery" / "tasks.py"
@@ -76,7 +78,9 @@ def test_sigterm_reaches_the_worker_under_reload_and_running_tasks_finish(
         launch, node_name("reload-stop"), "--reload", "-l", "info", "-Q", "slow",
         "--concurrency=1", env={"REDIS_URL": url}, cwd=tree,
     )  # fmt: skip
-    running = client.submit(task_name=queues.LONG_REPORT, kwargs={"steps": 6, "step_seconds": 0.3})
+    running = client.submit(
+        task_name=app_tasks.long_report.name, kwargs={"steps": 6, "step_seconds": 0.3}
+    )
     wait_until(lambda: running.state == "PROGRESS", timeout=20, what="the long task to start")
     stopped = time.monotonic()
     assert proc.stop(signal.SIGTERM) == 0

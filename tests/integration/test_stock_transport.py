@@ -13,7 +13,7 @@ import redis
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.infra.redis import ORDER_ATTEMPTS_KEY
-from internal.tasks.celery import queues
+from internal.tasks.celery import tasks as app_tasks
 from pkg.redis_transport import UnsupportedKombuVersion, check_kombu_version
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, free_port, wait_until
@@ -40,8 +40,10 @@ def test_the_app_works_on_kombus_own_transport(launch: LaunchFn, redis_server: R
 
     client = build_celery_client(Settings(redis_url=url, broker_transport="kombu"))
     assert client.app.conf.broker_transport is None
-    later = client.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=2)
-    slow = client.submit(task_name=queues.RECORD_ORDER, kwargs={"order_id": "s", "work_seconds": 3})
+    later = client.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1}, countdown=2)
+    slow = client.submit(
+        task_name=app_tasks.record_order.name, kwargs={"order_id": "s", "work_seconds": 3}
+    )
     wait_until(lambda: store.hget(ORDER_ATTEMPTS_KEY, "s"), timeout=30, what="the slow task")
     for child in psutil.Process(worker.proc.pid).children():
         child.send_signal(signal.SIGKILL)  # reject on worker lost: redelivered at once
@@ -71,17 +73,19 @@ def test_kombus_transport_refuses_what_would_outlive_its_visibility_timeout(
         Settings(redis_url=url, broker_transport="kombu", visibility_timeout=400)
     )
     with pytest.raises(ValueError, match="VISIBILITY_TIMEOUT"):
-        stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=400)
+        stock.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1}, countdown=400)
     later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
     with pytest.raises(ValueError, match="countdown/ETA of 3600 s reaches VISIBILITY_TIMEOUT"):
-        stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, eta=later)
-    stock.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=300)  # within: fine
+        stock.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1}, eta=later)
+    stock.submit(
+        task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1}, countdown=300
+    )  # within: fine
     # A task's own apply_async (retries too) goes through the same check.
     with pytest.raises(ValueError, match="VISIBILITY"):
-        stock.app.tasks[queues.ADD].apply_async(kwargs={"x": 1, "y": 1}, countdown=401)
+        stock.app.tasks[app_tasks.add.name].apply_async(kwargs={"x": 1, "y": 1}, countdown=401)
 
     leased = build_celery_client(Settings(redis_url=url))
-    leased.submit(task_name=queues.ADD, kwargs={"x": 1, "y": 1}, countdown=4000)
+    leased.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1}, countdown=4000)
 
     # long_report's own time limit (660 s) reaches a visibility timeout of 400 s.
     env = {"REDIS_URL": url, "BROKER_TRANSPORT": "kombu", "VISIBILITY_TIMEOUT": "400"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from internal.config.setting import Settings
-from internal.infra.celery import ROUTES, build_celery_client
+from internal.infra.celery import TASKS, build_celery_client
 from internal.tasks.celery import queues
-from internal.tasks.celery.schemas import PUBLIC_TASKS
 from pkg.celery_task import (
     LEASED_TRANSPORT,
     CeleryClient,
@@ -35,10 +35,19 @@ def test_worker_default_argv_is_the_documented_one() -> None:
 
 
 def test_every_routed_queue_is_consumed_by_the_documented_worker_command() -> None:
-    # The compose worker (and the README) run the launcher with -Q <ALL_QUEUES>.
-    assert queues.DEFAULT_QUEUE in queues.ALL_QUEUES
-    for task_name, route in ROUTES.items():
-        assert route["queue"] in queues.ALL_QUEUES, task_name
+    # The compose worker (and the README) run the launcher with WORKER_QUEUES=*: every queue.
+    assert TASKS.queues() == (queues.DEFAULT_QUEUE, queues.SLOW_QUEUE)
+    for task_name, route in TASKS.routes().items():
+        assert route["queue"] in TASKS.queues(), task_name
+
+
+def test_worker_queues_setting_names_the_queues_to_consume() -> None:
+    declared = TASKS.queues()
+    assert run_celery_worker.queues_to_consume(None, "default", declared) == "default"
+    assert run_celery_worker.queues_to_consume("*", "default", declared) == "default,slow"
+    assert run_celery_worker.queues_to_consume("slow", "default", declared) == "slow"
+    with pytest.raises(ValidationError, match="worker_queues"):
+        Settings(worker_queues="default, slow")
 
 
 def test_default_queue_is_the_launchers() -> None:
@@ -48,16 +57,16 @@ def test_default_queue_is_the_launchers() -> None:
 
 def test_routes_beat_and_public_tasks_name_registered_tasks(registered: set[str]) -> None:
     client = build_celery_client(Settings())
-    named = set(ROUTES)
+    named = set(TASKS.routes())
     named |= {entry["task"] for entry in client.app.conf.beat_schedule.values()}
-    named |= {task.celery_name for task in PUBLIC_TASKS.values()}
+    named |= {task.name for task in TASKS.public().values()}
     assert named - registered == set()
 
 
 def test_public_tasks_are_only_the_listed_ones(registered: set[str]) -> None:
-    public = {task.celery_name for task in PUBLIC_TASKS.values()}
+    public = {task.name for task in TASKS.public().values()}
     assert "celery.backend_cleanup" in registered and "celery.backend_cleanup" not in public
-    assert queues.HEARTBEAT not in public
+    assert public == {"tasks.add", "tasks.long_report", "tasks.flaky_fetch", "tasks.record_order"}
 
 
 def test_reload_flag_is_the_launchers_own() -> None:

@@ -1,18 +1,25 @@
 """Example tasks, each a pattern to copy. All are idempotent: delivery is at-least-once
-(late ack), so a task may run again after a worker dies mid-task."""
+(late ack), so a task may run again after a worker dies mid-task.
+
+Each task is declared once, here (``declare``): its name on the wire, its queue, whether the
+API exposes it and its schedule. The typed signature is the arguments' contract: the API
+validates request bodies with it and the worker checks every call against it, so state each
+constraint in the annotation (``Annotated[int, Field(ge=1)]``)."""
 
 from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from celery import Task, shared_task
+from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from celery.utils.log import get_task_logger
+from pydantic import Field
 
 from internal.infra.redis import HEARTBEAT_RAN_KEY, ORDER_ATTEMPTS_KEY, ORDERS_KEY, get_redis
-from internal.tasks.celery import queues
+from internal.tasks.celery.queues import SLOW_QUEUE
+from pkg.task_catalog import Http, Periodic, declare
 
 logger = get_task_logger(__name__)
 
@@ -21,18 +28,34 @@ class TransientError(Exception):
     """A failure worth retrying (a timeout, a 503 from a dependency)."""
 
 
-@shared_task(name=queues.ADD)
-def add(x: int, y: int) -> int:
+Addend = Annotated[int, Field(ge=-(10**12), le=10**12)]
+
+
+@declare("tasks.add", http=Http("Add two integers (a quick task)."))
+def add(
+    x: Annotated[Addend, Field(description="First addend")],
+    y: Annotated[Addend, Field(description="Second addend")],
+) -> int:
     """Quick task: pure, so running it twice is harmless."""
     return x + y
 
 
 # Tasks that run for a while report STARTED (track_started): one extra result write, worth it
 # only when a caller may look while the task runs. Quick tasks go straight to SUCCESS.
-@shared_task(
-    name=queues.LONG_REPORT, bind=True, track_started=True, soft_time_limit=600, time_limit=660
+@declare(
+    "tasks.long_report",
+    queue=SLOW_QUEUE,
+    http=Http("A long task on the `slow` queue that reports its progress."),
+    bind=True,
+    track_started=True,
+    soft_time_limit=600,
+    time_limit=660,
 )
-def long_report(self: Task, steps: int = 10, step_seconds: float = 0.5) -> dict[str, Any]:
+def long_report(
+    self: Task,
+    steps: Annotated[int, Field(ge=1, le=1000, description="How many steps to run")] = 10,
+    step_seconds: Annotated[float, Field(ge=0, le=60, description="Seconds per step")] = 0.5,
+) -> dict[str, Any]:
     """Long task: reports PROGRESS with a percent after every step and stops cleanly at its soft
     time limit, returning what it finished instead of being killed mid-write."""
     started = time.time()
@@ -50,8 +73,9 @@ def long_report(self: Task, steps: int = 10, step_seconds: float = 0.5) -> dict[
     return {"steps_done": done, "total": steps, "complete": True, "seconds": time.time() - started}
 
 
-@shared_task(
-    name=queues.FLAKY_FETCH,
+@declare(
+    "tasks.flaky_fetch",
+    http=Http("Fails transiently `fail_times` times, retried with exponential backoff."),
     bind=True,
     autoretry_for=(TransientError,),
     retry_backoff=1,  # 1 s, 2 s, 4 s, ... between attempts
@@ -59,7 +83,12 @@ def long_report(self: Task, steps: int = 10, step_seconds: float = 0.5) -> dict[
     retry_jitter=True,  # spread retries so failed tasks do not stampede a dependency
     max_retries=5,
 )
-def flaky_fetch(self: Task, fail_times: int = 2) -> dict[str, int]:
+def flaky_fetch(
+    self: Task,
+    fail_times: Annotated[
+        int, Field(ge=0, le=10, description="Transient failures before it succeeds")
+    ] = 2,
+) -> dict[str, int]:
     """Retrying task: fails with a transient error on its first ``fail_times`` attempts."""
     attempt = self.request.retries
     if attempt < fail_times:
@@ -67,14 +96,28 @@ def flaky_fetch(self: Task, fail_times: int = 2) -> dict[str, int]:
     return {"attempts": attempt + 1}
 
 
-@shared_task(name=queues.HEARTBEAT, ignore_result=True)
+@declare(
+    "tasks.heartbeat",
+    # A heartbeat older than one period is worthless: never run a backlog of them.
+    schedule=Periodic(lambda settings: settings.heartbeat_interval_seconds, skip_missed=True),
+    ignore_result=True,
+)
 def heartbeat() -> None:
     """Periodic task sent by beat: stamps when a worker ran it (beat stamps when it sent it)."""
     get_redis().set(HEARTBEAT_RAN_KEY, f"{time.time():.3f}")
 
 
-@shared_task(name=queues.RECORD_ORDER, bind=True, track_started=True)
-def record_order(self: Task, order_id: str, work_seconds: float = 0.0) -> dict[str, Any]:
+@declare(
+    "tasks.record_order",
+    http=Http("Records an order idempotently (keyed by `order_id`): safe to run twice."),
+    bind=True,
+    track_started=True,
+)
+def record_order(
+    self: Task,
+    order_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
+    work_seconds: Annotated[float, Field(ge=0, le=60, description="Simulated work")] = 0.0,
+) -> dict[str, Any]:
     """Idempotent side effect: the effect is keyed by ``order_id``, so a redelivered copy (its
     worker died mid-task) overwrites the same entry instead of recording the order twice.
     Attempts are counted too, so redelivery is visible."""
