@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import uuid
 from collections.abc import Callable, Iterator
@@ -71,6 +72,16 @@ def session_launch(
     yield _launcher_factory(tmp_path_factory.mktemp("logs"), base_env, started)
     for proc in reversed(started):
         proc.stop()
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> Path:
+    """A copy of the code, so the test can edit it."""
+    for name in ("internal", "pkg", "services"):
+        shutil.copytree(
+            REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return tmp_path
 
 
 @pytest.fixture(scope="session")

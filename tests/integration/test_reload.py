@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import signal
 import time
 from pathlib import Path
@@ -14,17 +13,7 @@ from internal.infra.celery import build_celery_client
 from internal.tasks.celery import tasks as app_tasks
 from pkg.celery_task import CeleryClient
 from tests.conftest import LaunchFn, node_name, start_worker
-from tests.support.processes import REPO_ROOT, Redis, wait_until
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """A copy of the code, so the test can edit it."""
-    for name in ("internal", "pkg", "services"):
-        shutil.copytree(
-            REPO_ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__")
-        )
-    return tmp_path
+from tests.support.processes import Redis, wait_until
 
 
 @pytest.fixture
