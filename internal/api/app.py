@@ -8,21 +8,39 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from internal.api import health, tasks
+from internal.api import health
 from internal.api.body_limit import BodySizeLimitMiddleware
 from internal.api.errors import http_error, validation_error
-from internal.config.setting import get_settings
+from internal.api.task_store import TaskStore
+from internal.api.tasks import tasks_router
+from internal.config.setting import Settings, get_settings
+from internal.infra.celery import TASKS, build_celery_client
+from pkg.celery_task import CeleryClient
+from pkg.task_catalog import TaskCatalog
 
 
-def create_app() -> FastAPI:
-    settings = get_settings()
+def create_app(
+    settings: Settings | None = None,
+    tasks: TaskCatalog = TASKS,
+    client: CeleryClient | None = None,
+) -> FastAPI:
+    """The API for ``settings`` (default: the process's) and the tasks ``tasks`` declares.
+    ``client`` defaults to the process's Celery client for the process's settings, else one
+    built for ``settings``."""
+    if settings is None and client is None:
+        from internal.celery_tasks import default_celery_client
+
+        client = default_celery_client
+    settings = settings or get_settings()
     app = FastAPI(
         title="Background jobs API",
         version="0.1.0",
         description="Submit public Celery tasks, follow their progress, read results.",
     )
+    app.state.settings = settings
+    app.state.task_store = TaskStore(settings, client or build_celery_client(settings, tasks))
     app.include_router(health.router)
-    app.include_router(tasks.router)
+    app.include_router(tasks_router(tasks))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -6,9 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 from fastapi.responses import JSONResponse
 
 from internal.api.broker import off_loop
+from internal.api.dependencies import StoreDep
 from internal.api.schemas import Health, Readiness
-from internal.celery_tasks import default_celery_client
-from internal.config.setting import get_settings
 
 router = APIRouter(tags=["health"])
 
@@ -20,13 +19,14 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Readiness}})
-async def readyz() -> JSONResponse:
+async def readyz(store: StoreDep) -> JSONResponse:
     """Readiness: the broker answers and at least one worker answers a ping."""
-    timeout = get_settings().readiness_timeout_seconds
+    timeout = store.settings.readiness_timeout_seconds
+    client = store.client
     checks: dict[str, str] = {}
     try:
         await off_loop(
-            lambda: default_celery_client.ping_broker(timeout),
+            lambda: client.ping_broker(timeout),
             timeout=timeout + 1,
             what="broker ping",
         )
@@ -35,7 +35,7 @@ async def readyz() -> JSONResponse:
         checks["broker"] = str(exc.detail)
     if checks["broker"] == "ok":
         workers = await off_loop(
-            lambda: default_celery_client.ping_workers(timeout),
+            lambda: client.ping_workers(timeout),
             timeout=timeout + 1,
             what="worker ping",
         )

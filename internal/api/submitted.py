@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from pydantic_core import to_json
 
-from internal.config.setting import get_settings
 from internal.infra.redis import SUBMITTED_TASK_KEY
 from pkg.async_publisher import Once
 
@@ -49,12 +48,14 @@ class KeyReused(ValueError):
     """An Idempotency-Key sent again with another task or body: a client bug, not a retry."""
 
 
-def once(idempotency_key: str, task_id: str, task_name: str, kwargs_json: str) -> Once:
+def once(
+    idempotency_key: str, task_id: str, task_name: str, kwargs_json: str, seconds: int
+) -> Once:
     """What the publisher stores under an Idempotency-Key: this task's id, and a digest of
     what was asked (so a reuse for something else is told apart from a retry)."""
     digest = hashlib.sha256(f"{task_name}\n{kwargs_json}".encode()).hexdigest()[:32]
     key = IDEMPOTENCY_KEY.format(hashlib.sha256(idempotency_key.encode()).hexdigest())
-    return Once(key, get_settings().api_idempotency_seconds, f"{task_id} {digest}")
+    return Once(key, seconds, f"{task_id} {digest}")
 
 
 def first_task_id(stored: str, asked: Once | None) -> str:

@@ -10,17 +10,17 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request, Response, status
 from pydantic import BaseModel
 
-from internal.api import submitted, task_store
+from internal.api import submitted
 from internal.api.broker import off_loop, on_broker
+from internal.api.dependencies import StoreDep
 from internal.api.schemas import Revoked, Submitted, TaskState
-from internal.celery_tasks import default_celery_client
-from internal.config.setting import get_settings
-from internal.infra.celery import TASKS
+from internal.api.task_store import TaskStore
+from internal.config.setting import Settings
 from pkg.celery_task import TaskStatus
 from pkg.channel_waiter import TooManyWaiters
-from pkg.task_catalog import Declaration
+from pkg.task_catalog import Declaration, TaskCatalog
 
-router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
+PREFIX = "/api/v1/tasks"
 
 # A long poll holds a Redis pub/sub connection; keep it short and let clients ask again.
 MAX_WAIT_SECONDS = 30.0
@@ -40,11 +40,11 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _tasks_url(request: Request) -> str:
+def _tasks_url(request: Request, settings: Settings) -> str:
     """This router's absolute URL as clients see it: from PUBLIC_BASE_URL when set (a Host
     header is then never echoed back), else like ``request.base_url`` (which builds URL
     objects on every call: a cost this hot path does not need)."""
-    public = get_settings().public_base_url
+    public = settings.public_base_url
     if public is not None:
         parts = urlsplit(str(public))
         return _tasks_url_for(parts.scheme, parts.netloc, parts.path)
@@ -56,17 +56,54 @@ def _tasks_url(request: Request) -> str:
 
 @lru_cache(maxsize=64)
 def _tasks_url_for(scheme: str, host: str, root_path: str) -> str:
-    return f"{scheme}://{host}{root_path.rstrip('/')}{router.prefix}"
+    return f"{scheme}://{host}{root_path.rstrip('/')}{PREFIX}"
 
 
-def _add_submit_route(public_name: str, task: Declaration) -> None:
+def tasks_router(catalog: TaskCatalog) -> APIRouter:
+    """Submit, read and revoke routes; one submit route per task the catalog exposes."""
+    router = APIRouter(prefix=PREFIX, tags=["tasks"])
+    public = catalog.public()
+    for name, task in public.items():
+        _add_submit_route(router, name, task)
+
+    @router.post(
+        "/{task_name}",
+        status_code=status.HTTP_404_NOT_FOUND,
+        summary="Any other task name",
+        responses={404: {"description": "Not a public task"}},
+    )
+    async def submit_unknown(task_name: str) -> None:
+        # Registered but non-public tasks (Celery's own, internal ones) are refused the same way.
+        raise HTTPException(
+            status.HTTP_404_NOT_FOUND,
+            f"unknown task {task_name!r}; public tasks: {', '.join(sorted(public))}",
+        )
+
+    router.add_api_route(
+        "/{task_id}",
+        get_task,
+        methods=["GET"],
+        name="get_task",
+        responses={404: {}, 429: {"description": "Too many clients waiting"}, 503: {}},
+    )
+    router.add_api_route(
+        "/{task_id}",
+        revoke_task,
+        methods=["DELETE"],
+        status_code=status.HTTP_202_ACCEPTED,
+        responses={404: {}, 409: {"description": "Already finished"}, 503: {}},
+    )
+    return router
+
+
+def _add_submit_route(router: APIRouter, public_name: str, task: Declaration) -> None:
     async def submit(
-        request: Request, body: BaseModel, idempotency_key: IdempotencyKey = None
+        request: Request, body: BaseModel, store: StoreDep, idempotency_key: IdempotencyKey = None
     ) -> Response:
         try:
             # No timer here: the publisher gives each caller API_BROKER_TIMEOUT_SECONDS.
             task_id = await on_broker(
-                task_store.submit(str(uuid.uuid4()), public_name, task, body, idempotency_key),
+                store.submit(str(uuid.uuid4()), public_name, task, body, idempotency_key),
                 timeout=None,
                 what="submitting the task (it may still be queued: a retry with the same "
                 "Idempotency-Key header never queues it twice)",
@@ -79,7 +116,7 @@ def _add_submit_route(public_name: str, task: Declaration) -> None:
         answer = Submitted(
             task_id=task_id,
             task_name=public_name,
-            status_url=f"{_tasks_url(request)}/{task_id}",
+            status_url=f"{_tasks_url(request, store.settings)}/{task_id}",
         )
         return Response(
             answer.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json"
@@ -100,35 +137,18 @@ def _add_submit_route(public_name: str, task: Declaration) -> None:
     )
 
 
-PUBLIC_TASKS = TASKS.public()
-for _name, _task in PUBLIC_TASKS.items():
-    _add_submit_route(_name, _task)
-
-
-@router.post(
-    "/{task_name}",
-    status_code=status.HTTP_404_NOT_FOUND,
-    summary="Any other task name",
-    responses={404: {"description": "Not a public task"}},
-)
-async def submit_unknown(task_name: str) -> None:
-    # Registered but non-public tasks (Celery's own, internal ones) are refused the same way.
-    raise HTTPException(
-        status.HTTP_404_NOT_FOUND,
-        f"unknown task {task_name!r}; public tasks: {', '.join(sorted(PUBLIC_TASKS))}",
-    )
-
-
-async def _read(task_id: uuid.UUID, wait: float = 0) -> tuple[submitted.SubmittedTask, TaskStatus]:
-    timeout = get_settings().api_broker_timeout_seconds + wait
-    read = task_store.read_when_ready(str(task_id), wait) if wait else task_store.read(str(task_id))
+async def _read(
+    store: TaskStore, task_id: uuid.UUID, wait: float = 0
+) -> tuple[submitted.SubmittedTask, TaskStatus]:
+    timeout = store.settings.api_broker_timeout_seconds + wait
+    read = store.read_when_ready(str(task_id), wait) if wait else store.read(str(task_id))
     try:
         entry, st = await on_broker(read, timeout=timeout, what="reading the task state")
     except TooManyWaiters:
         raise HTTPException(
             status.HTTP_429_TOO_MANY_REQUESTS,
             f"too many clients are waiting for results (API_MAX_WAITERS="
-            f"{get_settings().api_max_waiters}); ask again, or without ?wait=",
+            f"{store.settings.api_max_waiters}); ask again, or without ?wait=",
             headers={"Retry-After": "1"},
         ) from None
     if entry is None:
@@ -136,13 +156,9 @@ async def _read(task_id: uuid.UUID, wait: float = 0) -> tuple[submitted.Submitte
     return entry, st
 
 
-@router.get(
-    "/{task_id}",
-    name="get_task",
-    responses={404: {}, 429: {"description": "Too many clients waiting"}, 503: {}},
-)
 async def get_task(
     task_id: TaskId,
+    store: StoreDep,
     wait: Annotated[
         float,
         Query(
@@ -153,7 +169,7 @@ async def get_task(
         ),
     ] = 0,
 ) -> TaskState:
-    entry, st = await _read(task_id, wait)
+    entry, st = await _read(store, task_id, wait)
     return TaskState(
         task_id=st.task_id,
         task_name=entry.task_name,
@@ -167,23 +183,19 @@ async def get_task(
     )
 
 
-@router.delete(
-    "/{task_id}",
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={404: {}, 409: {"description": "Already finished"}, 503: {}},
-)
 async def revoke_task(
     task_id: TaskId,
+    store: StoreDep,
     terminate: Annotated[
         bool, Query(description="Also kill the process running it (unsafe for most tasks)")
     ] = False,
 ) -> Revoked:
-    _, st = await _read(task_id)
+    _, st = await _read(store, task_id)
     if st.ready:
         raise HTTPException(status.HTTP_409_CONFLICT, f"task already finished ({st.state})")
     await off_loop(
-        lambda: default_celery_client.revoke(str(task_id), terminate=terminate),
-        timeout=get_settings().api_broker_timeout_seconds,
+        lambda: store.client.revoke(str(task_id), terminate=terminate),
+        timeout=store.settings.api_broker_timeout_seconds,
         what="revoking the task",
     )
     return Revoked(task_id=str(task_id), terminate=terminate)

@@ -1,8 +1,8 @@
 """The app's own Redis keys, and its Redis clients outside Celery.
 
 ``get_redis``: one blocking client per process for the app's keys (beat's heartbeat, the
-orders the example tasks record). ``get_async_redis`` / ``new_async_redis``: the API's asyncio
-clients (broker, result backend, its task records), with bounded pools.
+orders the example tasks record). ``new_async_redis``: an asyncio client with a bounded pool
+(the API's task store makes its own: broker, result backend, its task records).
 
 Clients hold sockets, which must not cross ``fork``: worker processes reset theirs at start
 (see ``internal.celery_tasks``), and everything else creates it lazily on first use.
@@ -13,10 +13,9 @@ from __future__ import annotations
 import redis
 import redis.asyncio as aioredis
 
-from internal.config.setting import get_settings
+from internal.config.setting import Settings, get_settings
 
 _client: redis.Redis | None = None
-_async_clients: dict[str, aioredis.Redis] = {}
 
 # When beat last sent its heartbeat task (beat's healthcheck: beat alone decides it), and when a
 # worker last ran one (the schedule reaches the workers).
@@ -50,18 +49,9 @@ def reset_redis() -> None:
     _client = None
 
 
-def get_async_redis(url: str) -> aioredis.Redis:
-    """One asyncio client per URL for this process's event loop (the API's broker, result
-    backend and own keys; one client when they are the same Redis)."""
-    if url not in _async_clients:
-        _async_clients[url] = new_async_redis(url, get_settings().api_redis_connections)
-    return _async_clients[url]
-
-
-def new_async_redis(url: str, max_connections: int) -> aioredis.Redis:
+def new_async_redis(url: str, max_connections: int, settings: Settings) -> aioredis.Redis:
     """An asyncio client whose pool holds at most ``max_connections``: a caller that finds
     them all busy waits for one (up to API_BROKER_TIMEOUT_SECONDS) instead of failing."""
-    settings = get_settings()
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,
