@@ -93,19 +93,29 @@ class Supervisor:
       whose stop sends SIGINT and kills after a fixed few seconds (watchfiles #258).
     """
 
-    def __init__(self, cmd: list[str], *, grace_seconds: float, overlap: bool) -> None:
+    def __init__(
+        self,
+        cmd: list[str],
+        *,
+        grace_seconds: float,
+        overlap: bool,
+        watch: Sequence[Path] = WATCHED_DIRS,
+    ) -> None:
         self.cmd = cmd
+        self.watch = watch
         self.grace_seconds = grace_seconds
         self.overlap = overlap
         self.stop_event = threading.Event()
         self.stop_signal = signal.SIGTERM
 
     def run(self) -> int:
-        signal.signal(signal.SIGTERM, self._on_signal)
-        signal.signal(signal.SIGINT, self._on_signal)
+        # Python takes signal handlers in the main thread only (elsewhere: stop_event.set()).
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
         child: subprocess.Popen[bytes] | None = self._start()
         for changes in watchfiles.watch(
-            *WATCHED_DIRS,
+            *self.watch,
             watch_filter=watchfiles.PythonFilter(),
             stop_event=self.stop_event,
             rust_timeout=500,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -32,13 +34,21 @@ def create_app(
 
         client = default_celery_client
     settings = settings or get_settings()
+    store = TaskStore(settings, client or build_celery_client(settings, tasks))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await store.aclose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Background jobs API",
         version="0.1.0",
         description="Submit public Celery tasks, follow their progress, read results.",
     )
     app.state.settings = settings
-    app.state.task_store = TaskStore(settings, client or build_celery_client(settings, tasks))
+    app.state.task_store = store
     app.include_router(health.router)
     app.include_router(tasks_router(tasks))
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)

@@ -59,6 +59,14 @@ class TaskStore:
             is_final=lambda data: backend.decode_result(data).get("status") in READY_STATES,
         )
 
+    async def aclose(self) -> None:
+        """Close its Redis connections (the app's lifespan does, at shutdown)."""
+        if "waiter" in self.__dict__:
+            await self.waiter.close()
+        for client in self._redis.values():
+            await client.aclose()
+        self._redis.clear()
+
     async def submit(
         self,
         task_id: str,
