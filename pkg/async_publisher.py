@@ -15,8 +15,11 @@ a whole batch of requests shares one round trip (and one MULTI/EXEC); alone, a p
 once.
 
 Only what an API needs: a task by name with keyword arguments, now, on its routed queue (and
-the route's priority). For ETAs, countdowns, per-call options, links, routes that depend on
-the arguments or a ``global_keyprefix`` (refused), use ``CeleryClient.submit``.
+the route's priority), with the execution options send_task takes from a task registered in
+this process (time limits, priority, queue). Routes are looked up once per task name while
+every route is a mapping; a route function (which may read the arguments) is asked on every
+publish. For ETAs, countdowns, expiry, per-call options, links or a ``global_keyprefix``
+(refused), use ``CeleryClient.submit``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from celery import Celery, signals
+from celery.app.routes import MapRoute
+from celery.app.task import extract_exec_options
 from celery.utils.nodenames import anon_nodename
 from kombu.transport.redis import PRIORITY_STEPS
 from kombu.transport.redis import Channel as RedisChannel
@@ -61,27 +66,49 @@ class AsyncTaskPublisher:
         # What before_task_publish receivers are told (send_task passes the app's policy).
         self._retry_policy = dict(app.conf.task_publish_retry_policy or {})
         self._routes: dict[str, Route] = {}
+        # Finalized here, so send_task and this publisher see the same registered tasks (send
+        # task applies a registered task's options; it does not finalize the app itself).
+        self._tasks = app.tasks
+        # Only mapping routes answer by name alone: a route function may read the arguments.
+        self._static_routes = all(isinstance(r, MapRoute) for r in app.amqp.router.routes)
         self._pending: list[tuple[list[Sequence[Any]], asyncio.Future[Any]]] = []
         self._flushing = False
 
-    def _route(self, task_name: str) -> Route:
-        """Where a task goes, from the app's own router (cached per task name: the publisher
-        takes no routes that depend on arguments).
+    def _route(self, task_name: str, kwargs: Mapping[str, Any]) -> Route:
+        """Where a task goes and the options it carries, as send_task works them out."""
+        if not self._static_routes:
+            return self._lookup(task_name, kwargs)
+        if task_name not in self._routes:
+            self._routes[task_name] = self._lookup(task_name, {})
+        return self._routes[task_name]
+
+    def _lookup(self, task_name: str, kwargs: Mapping[str, Any]) -> Route:
+        """The app's own router, given the execution options of the task if it is registered
+        here (as send_task does).
 
         Like Celery for a queue on a direct exchange: the anonymous exchange, routing key =
         queue name, so the message goes straight onto the queue's list (its priority list if
         the route sets a priority). Anything else (topic or fanout exchanges, explicit routing
         keys) needs kombu's exchange tables: use ``CeleryClient.submit`` for those tasks."""
-        if task_name not in self._routes:
-            route = self.app.amqp.router.route({}, task_name)
-            queue = route["queue"]
-            if queue.exchange.type != "direct" or route.get("exchange") or route.get("routing_key"):
-                raise ValueError(
-                    f"task {task_name!r} is routed through an exchange, not straight to a "
-                    "queue; publish it with CeleryClient.submit"
-                )
-            self._routes[task_name] = Route(queue, int(route.get("priority") or 0))
-        return self._routes[task_name]
+        task = self._tasks.get(task_name)
+        options = {} if task is None else {
+            k: v for k, v in extract_exec_options(task).items() if v is not None
+        }  # fmt: skip
+        limits = options.pop("time_limit", None), options.pop("soft_time_limit", None)
+        unsupported = set(options) - {"queue", "priority", "serializer"}
+        if unsupported or options.pop("serializer", "json") != "json":
+            raise ValueError(
+                f"task {task_name!r} sets {', '.join(sorted(unsupported)) or 'a serializer'}"
+                ", which this publisher does not write; publish it with CeleryClient.submit"
+            )
+        route = self.app.amqp.router.route(options, task_name, (), dict(kwargs), task)
+        queue = route["queue"]
+        if queue.exchange.type != "direct" or route.get("exchange") or route.get("routing_key"):
+            raise ValueError(
+                f"task {task_name!r} is routed through an exchange, not straight to a "
+                "queue; publish it with CeleryClient.submit"
+            )
+        return Route(queue, int(route.get("priority") or 0), *limits)
 
     def encode(
         self, task_name: str, kwargs: Mapping[str, Any], *, task_id: str
@@ -90,7 +117,7 @@ class AsyncTaskPublisher:
         Redis transport writes it, and Celery's task message (for the publish signals). The
         same values ``send_task`` writes for a task sent by name (tested value for value):
         Celery builds the task protocol, kombu's JSON encoder the body (with its type tags)."""
-        route = self._route(task_name)
+        route = self._route(task_name, kwargs)
         message = self.app.amqp.as_task_v2(
             task_id,
             task_name,
@@ -101,6 +128,8 @@ class AsyncTaskPublisher:
             reply_to=self.app.thread_oid,
             ignore_result=None,
             origin=self.origin,
+            time_limit=route.time_limit,
+            soft_time_limit=route.soft_time_limit,
         )
         envelope = {
             "body": base64.b64encode(kombu_dumps(message.body).encode()).decode(),
@@ -207,10 +236,12 @@ class AsyncTaskPublisher:
 
 @dataclass(frozen=True)
 class Route:
-    """A task's queue, and the priority its route gives it."""
+    """A task's queue, the priority its route gives it, and its registered time limits."""
 
     queue: Any  # kombu.Queue
     priority: int
+    time_limit: float | None = None
+    soft_time_limit: float | None = None
 
     def list_key(self) -> str:
         """The Redis list kombu's transport pushes to: the queue's own for priority 0, else

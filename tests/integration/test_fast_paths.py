@@ -68,6 +68,9 @@ def test_async_publisher_writes_what_send_task_writes_value_for_value(
         PRIORITIZED: {"queue": "default", "priority": 5},
     }
     name, kwargs = PARITY_CASES[case]
+    # Finalized (as the publisher leaves it): send_task then stamps a registered task's own
+    # options (its time limits) in the message, and the publisher must too.
+    assert client.app.tasks
     client.submit(task_name=name, kwargs=kwargs, task_id=f"{case}-id")
 
     async def publish() -> None:
@@ -133,6 +136,33 @@ def test_async_publisher_follows_the_routes(redis_server: Redis) -> None:
     asyncio.run(publish())
     (message,) = queued(url, queues.SLOW_QUEUE)
     assert message["properties"]["delivery_info"]["routing_key"] == queues.SLOW_QUEUE
+
+
+def by_size(name: str, args: Any, kwargs: dict[str, Any], options: Any, task: Any = None) -> Any:
+    """A route function that reads the arguments: big sums go to the slow queue."""
+    if name == app_tasks.add.name and kwargs.get("x", 0) > 100:
+        return {"queue": queues.SLOW_QUEUE}
+    return None
+
+
+def test_a_route_that_reads_the_arguments_is_asked_on_every_publish(redis_server: Redis) -> None:
+    """Regression (issue 11): routes were cached per task name, so a route function that
+    depends on the arguments sent every later message where the first one went."""
+    url = redis_server.url(11)
+    redis.Redis.from_url(url).flushdb()
+    client = build_celery_client(Settings(redis_url=url))
+    client.app.conf.task_routes = (by_size, TASKS.routes())
+
+    async def publish() -> None:
+        async with aioredis.Redis.from_url(url) as conn:
+            publisher = AsyncTaskPublisher(client.app, conn, timeout=5)
+            for x in (1, 500, 2):
+                await publisher.publish(app_tasks.add.name, {"x": x, "y": 0}, task_id=f"x{x}")
+            client.submit(task_name=app_tasks.add.name, kwargs={"x": 500, "y": 0}, task_id="sent")
+
+    asyncio.run(publish())
+    by_queue = {q: [m["headers"]["id"] for m in queued(url, q)][::-1] for q in TASKS.queues()}
+    assert by_queue == {"default": ["x1", "x2"], "slow": ["x500", "sent"]}
 
 
 def test_sending_does_not_subscribe_to_the_result(redis_server: Redis) -> None:
