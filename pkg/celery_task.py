@@ -2,7 +2,8 @@
 
 Nothing here knows about this application: names, URLs, task modules, routes and the beat
 schedule all come from the caller. Callers submit by task *name* (``send_task``), so a process
-that only enqueues work (an API) never imports task code.
+that only enqueues work needs no task code (this project's API imports the task modules only
+to read their declarations: ``pkg/task_catalog.py``).
 """
 
 from __future__ import annotations
