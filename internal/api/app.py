@@ -27,10 +27,10 @@ def create_app(
     client: CeleryClient | None = None,
 ) -> FastAPI:
     """The API for ``settings`` (default: the process's) and the tasks ``tasks`` declares.
-    ``client`` defaults to the process's Celery client for the process's settings, else one
-    built for ``settings``."""
-    if settings is None and client is None:
-        from internal.celery_tasks import default_celery_client
+    ``client`` defaults to the process's own Celery client when both are the process's, else
+    to one built for them."""
+    if client is None and settings is None and tasks is TASKS:
+        from internal.celery_tasks import default_celery_client  # built once per process
 
         client = default_celery_client
     settings = settings or get_settings()
