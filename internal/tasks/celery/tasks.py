@@ -116,7 +116,9 @@ def heartbeat() -> None:
 def record_order(
     self: Task,
     order_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")],
-    work_seconds: Annotated[float, Field(ge=0, le=60, description="Simulated work")] = 0.0,
+    work_seconds: Annotated[
+        float, Field(ge=0, le=300, description="Simulated work, up to the soft time limit")
+    ] = 0.0,
 ) -> dict[str, Any]:
     """Idempotent side effect: the effect is keyed by ``order_id``, so a redelivered copy (its
     worker died mid-task) overwrites the same entry instead of recording the order twice.
