@@ -30,7 +30,7 @@ import uuid
 from bisect import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 from celery import Celery, signals
@@ -154,18 +154,18 @@ class AsyncTaskPublisher:
         *,
         task_id: str,
         also: Sequence[Sequence[Any]] = (),
-        once: Once | None = None,
+        guard: Guard | None = None,
     ) -> str | None:
         """Push the task, and run the commands in ``also`` first in the same round trip.
 
-        With ``once`` (an idempotency key): unless its key already holds a value, store
-        ``once.value`` there for ``once.seconds``, run ``also`` and push, all in one script;
-        return the value the key holds (``once.value`` if this call queued the task). Without
-        it, return None.
+        With a ``guard``, its script decides, runs ``also`` and pushes in one step; return what
+        the script returns. ``Once`` (an idempotency key): unless its key already holds a
+        value, store ``once.value`` there for ``once.seconds`` and push; return the value the
+        key holds (``once.value`` if this call queued the task). Without a guard, return None.
 
         The deadline (``timeout``) is this caller's, from now: a caller queued behind a
         stalled batch fails in time too. On TimeoutError the message may still land (Redis
-        may only be slow): callers that retry should use ``once``."""
+        may only be slow): callers that retry should use ``Once``."""
         route, payload, message = self.encode(task_name, kwargs, task_id=task_id)
         publish_signal = {"sender": task_name, "body": message.body, "exchange": "",
                           "routing_key": route.queue.name}  # fmt: skip
@@ -179,8 +179,8 @@ class AsyncTaskPublisher:
         queue = route.list_key()
         commands: list[Sequence[Any]] = (
             [*also, ("LPUSH", queue, payload)]
-            if once is None
-            else [once.command(also, queue, payload)]
+            if guard is None
+            else [guard.command(also, queue, payload)]
         )
         done = asyncio.get_running_loop().create_future()
         self._pending.append((commands, done))
@@ -196,7 +196,7 @@ class AsyncTaskPublisher:
             done.add_done_callback(lambda f: f.cancelled() or f.exception())
             raise
         signals.after_task_publish.send(**publish_signal)
-        if once is None:
+        if guard is None:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)
 
@@ -250,22 +250,49 @@ class Route:
         return f"{self.queue.name}{PRIORITY_SEP}{step}" if step else self.queue.name
 
 
-# Publish unless the idempotency key already holds a value: KEYS[1] the key, KEYS[2] the
-# queue; ARGV: the value, the key's lifetime in s, the message, then the caller's own writes as
-# (argument count, command, arguments...) groups. Returns the value the key holds.
-ONCE_LUA = """
-local first = redis.call('GET', KEYS[1])
-if first then return first end
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-local i = 4
+# Runs the caller's own writes inside a script: ARGV from index {first} on holds them as
+# (argument count, command, arguments...) groups.
+RUN_ALSO_LUA = """
+local i = {first}
 while i <= #ARGV do
   local n = tonumber(ARGV[i])
   redis.call(unpack(ARGV, i + 1, i + n))
   i = i + n + 1
 end
+"""
+
+# Publish unless the idempotency key already holds a value: KEYS[1] the key, KEYS[2] the
+# queue; ARGV: the value, the key's lifetime in s, the message, then the caller's own writes.
+# Returns the value the key holds.
+ONCE_LUA = """
+local first = redis.call('GET', KEYS[1])
+if first then return first end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+{also}
 redis.call('LPUSH', KEYS[2], ARGV[3])
 return ARGV[1]
 """
+
+
+def script_command(
+    script: str, keys: Sequence[Any], argv: Sequence[Any], also: Sequence[Sequence[Any]]
+) -> tuple[Any, ...]:
+    """An EVAL of ``script`` whose ``{also}`` runs the caller's writes (``also``) where it
+    stands: how a guarded publish keeps them in the same atomic step as the message."""
+    writes: list[Any] = []
+    for command in also:
+        writes += [len(command), *command]
+    body = script.replace("{also}", RUN_ALSO_LUA.replace("{first}", str(len(argv) + 1)))
+    return ("EVAL", body, len(keys), *keys, *argv, *writes)
+
+
+class Guard(Protocol):
+    """A condition on a publish, checked in Redis with it: ``command`` is the one script that
+    checks, runs the caller's writes and pushes the message (e.g. ``Once``)."""
+
+    def command(
+        self, also: Sequence[Sequence[Any]], queue: str, payload: bytes
+    ) -> tuple[Any, ...]: ...
 
 
 @dataclass(frozen=True)
@@ -277,7 +304,6 @@ class Once:
     value: str
 
     def command(self, also: Sequence[Sequence[Any]], queue: str, payload: bytes) -> tuple[Any, ...]:
-        writes: list[Any] = []
-        for command in also:
-            writes += [len(command), *command]
-        return ("EVAL", ONCE_LUA, 2, self.key, queue, self.value, self.seconds, payload, *writes)
+        return script_command(
+            ONCE_LUA, (self.key, queue), (self.value, self.seconds, payload), also
+        )

@@ -10,13 +10,14 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
-from internal.api import health
+from internal.api import dead_letters, health
 from internal.api.body_limit import BodySizeLimitMiddleware
+from internal.api.dead_letter_store import DeadLetterStore
 from internal.api.errors import http_error, validation_error
 from internal.api.task_store import TaskStore
 from internal.api.tasks import tasks_router
 from internal.config.setting import Settings, get_settings
-from internal.infra.celery import TASKS, build_celery_client
+from internal.infra.celery import TASKS, build_celery_client, dead_letter_box
 from pkg.celery_task import CeleryClient
 from pkg.task_catalog import TaskCatalog
 
@@ -49,8 +50,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.task_store = store
+    app.state.dead_letter_store = DeadLetterStore(store, dead_letter_box(settings), tasks)
     app.include_router(health.router)
     app.include_router(tasks_router(tasks))
+    app.include_router(dead_letters.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

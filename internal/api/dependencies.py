@@ -1,5 +1,6 @@
-"""What the endpoints get from their app, as FastAPI dependencies: its settings and its task
-store (which holds the Celery client, the Redis clients and the publisher). ``create_app``
+"""What the endpoints get from their app, as FastAPI dependencies: its settings, its task
+store (which holds the Celery client, the Redis clients and the publisher) and its dead-letter
+store. ``create_app``
 puts them on ``app.state``; a test builds an app with its own, or swaps one through
 ``app.dependency_overrides``."""
 
@@ -9,6 +10,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from internal.api.dead_letter_store import DeadLetterStore
 from internal.api.task_store import TaskStore
 from internal.config.setting import Settings
 
@@ -24,5 +26,11 @@ async def task_store(request: Request) -> TaskStore:
     return store
 
 
+async def dead_letter_store(request: Request) -> DeadLetterStore:
+    store: DeadLetterStore = request.app.state.dead_letter_store
+    return store
+
+
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[TaskStore, Depends(task_store)]
+DeadLetterDep = Annotated[DeadLetterStore, Depends(dead_letter_store)]

@@ -26,6 +26,38 @@ class TaskState(BaseModel):
     )
     submitted_at: dt.datetime
     date_done: dt.datetime | None = None
+    replay_of: str | None = Field(
+        default=None, description="The dead letter (original task id) this task replays"
+    )
+
+
+class Replayed(Submitted):
+    replay_of: str = Field(description="The original task id, whose dead letter was taken out")
+
+
+class DeadLetterSummary(BaseModel):
+    id: str = Field(description="The original task's id")
+    task_name: str
+    error: str
+    attempts: int
+    failed_at: dt.datetime
+    queue: str | None
+
+
+# The ignore: mypy's pydantic plugin gives __init__ a **kwargs of its own, which a field
+# named kwargs (Celery's name, kept on the wire) then redefines.
+class DeadLetter(DeadLetterSummary):  # type: ignore[no-redef]
+    args: list[Any]
+    kwargs: dict[str, Any]
+    traceback: str
+    worker: str
+
+
+class DeadLetterPage(BaseModel):
+    total: int = Field(description="Dead letters held")
+    offset: int
+    limit: int
+    items: list[DeadLetterSummary] = Field(description="Newest first")
 
 
 class Revoked(BaseModel):

@@ -29,11 +29,16 @@ TTL = str(TTL_SECONDS)
 class SubmittedTask:
     task_name: str
     submitted_at: dt.datetime
+    replay_of: str | None = None  # the dead letter this task replays
 
 
-def record_command(task_id: str, task_name: str) -> tuple[str | bytes, ...]:
+def record_command(
+    task_id: str, task_name: str, replay_of: str | None = None
+) -> tuple[str | bytes, ...]:
     """The Redis command that records a task id, to send along with its message."""
-    payload = {"task_name": task_name, "submitted_at": dt.datetime.now(dt.UTC)}
+    payload: dict[str, object] = {"task_name": task_name, "submitted_at": dt.datetime.now(dt.UTC)}
+    if replay_of is not None:
+        payload["replay_of"] = replay_of
     return ("SET", KEY.format(task_id), to_json(payload), "EX", TTL)
 
 
@@ -41,7 +46,8 @@ def parse(raw: bytes | str | None) -> SubmittedTask | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    return SubmittedTask(data["task_name"], dt.datetime.fromisoformat(data["submitted_at"]))
+    submitted_at = dt.datetime.fromisoformat(data["submitted_at"])
+    return SubmittedTask(data["task_name"], submitted_at, data.get("replay_of"))
 
 
 class KeyReused(ValueError):

@@ -97,7 +97,7 @@ class TaskStore:
             body.model_dump(),
             task_id=task_id,
             also=[record] if same_redis else [],
-            once=once,
+            guard=once,
         )
         return task_id if first is None else submitted.first_task_id(first, once)
 

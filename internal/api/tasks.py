@@ -40,7 +40,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def _tasks_url(request: Request, settings: Settings) -> str:
+def tasks_url(request: Request, settings: Settings) -> str:
     """This router's absolute URL as clients see it: from PUBLIC_BASE_URL when set (a Host
     header is then never echoed back), else like ``request.base_url`` (which builds URL
     objects on every call: a cost this hot path does not need)."""
@@ -116,7 +116,7 @@ def _add_submit_route(router: APIRouter, public_name: str, task: Declaration) ->
         answer = Submitted(
             task_id=task_id,
             task_name=public_name,
-            status_url=f"{_tasks_url(request, store.settings)}/{task_id}",
+            status_url=f"{tasks_url(request, store.settings)}/{task_id}",
         )
         return Response(
             answer.model_dump_json(), status.HTTP_202_ACCEPTED, media_type="application/json"
@@ -180,6 +180,7 @@ async def get_task(
         progress=dict(st.progress) if st.progress is not None else None,
         submitted_at=entry.submitted_at,
         date_done=st.date_done,
+        replay_of=entry.replay_of,
     )
 
 

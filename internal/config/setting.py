@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # Beat keeps its schedule file here: a directory the (non-root) beat user can write.
     beat_schedule_dir: Path = Path("/tmp/celerybeat")
     heartbeat_interval_seconds: PositiveFloat = 10.0
+    # Tasks that failed for good kept for replay (the oldest go first past this many).
+    dead_letters_max: PositiveInt = 10_000
     # One beat at a time: a standby takes over this long after the active one died.
     beat_lock_ttl_seconds: PositiveFloat = 30.0
 

@@ -4,9 +4,10 @@ task modules all follow from the tasks' declarations)."""
 from __future__ import annotations
 
 from internal.config.setting import Settings
-from internal.infra.redis import SUBMITTED_TASK_KEY, reset_redis
+from internal.infra.redis import DEAD_LETTERS_KEY, SUBMITTED_TASK_KEY, get_redis, reset_redis
 from internal.tasks.celery.queues import DEFAULT_QUEUE
 from pkg.celery_task import RESULT_COMPANION_KEY, CeleryClient, TaskLimits
+from pkg.dead_letters import DeadLetters
 from pkg.task_catalog import TaskCatalog
 
 # The modules that declare this app's tasks: a module of tasks is added here, nothing else.
@@ -43,4 +44,10 @@ def build_celery_client(settings: Settings, tasks: TaskCatalog = TASKS) -> Celer
     client.on_worker_process_shutdown(reset_redis)
     client.write_liveness_file(settings.worker_liveness_file)
     client.keep_revokes()
+    dead_letter_box(settings).keep(client.app, get_redis)
     return client
+
+
+def dead_letter_box(settings: Settings) -> DeadLetters:
+    """Where tasks that failed for good are kept (the app's Redis), and how many."""
+    return DeadLetters(DEAD_LETTERS_KEY, max_entries=settings.dead_letters_max)

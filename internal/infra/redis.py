@@ -23,6 +23,8 @@ HEARTBEAT_KEY = "app:beat:heartbeat"
 HEARTBEAT_RAN_KEY = "app:beat:heartbeat:ran"
 # The API's record of a task it issued (internal/api/submitted.py).
 SUBMITTED_TASK_KEY = "app:api:task:{}"
+# Tasks that failed for good (pkg/dead_letters.py): a sorted set, and its ":entries" hash.
+DEAD_LETTERS_KEY = "app:dead-letters"
 ORDERS_KEY = "app:orders"
 ORDER_ATTEMPTS_KEY = "app:orders:attempts"
 

@@ -9,7 +9,7 @@ import time
 import psutil
 from celery.result import AsyncResult
 
-from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
+from internal.infra.redis import DEAD_LETTERS_KEY, ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from internal.tasks.celery import tasks as app_tasks
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.faults.conftest import Isolated
@@ -106,6 +106,9 @@ def test_a_task_that_always_kills_its_worker_is_capped(
     print(f"\npoison pill: ran {runs} times, then FAILURE: {pill.result!r}")
     assert runs == 3  # the first run and max_retries=2 retries
     assert "WorkerLostError" in type(pill.result).__name__
+    # Kept as a dead letter (issue 12), with its attempts.
+    kept = json.loads(str(isolated.store.hget(f"{DEAD_LETTERS_KEY}:entries", pill.id)))
+    assert kept["error"].startswith("WorkerLostError") and kept["attempts"] == 3
     # The worker survived and still works.
     after = isolated.client.submit(task_name=app_tasks.add.name, kwargs={"x": 1, "y": 1})
     assert after.get(timeout=30) == 2
