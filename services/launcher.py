@@ -42,6 +42,28 @@ def split_reload_flag(args: Sequence[str]) -> tuple[bool | None, list[str]]:
     return choice, rest
 
 
+def celery_log_flags(log_format: str, service: str) -> list[str]:
+    """Set up this process's logs for LOG_FORMAT and return the Celery flags that go with it.
+
+    ``json``: every line one JSON object (``pkg/json_logs.py``), from now on and in place of
+    Celery's own logging setup (its ``setup_logging`` signal, which pool processes send too);
+    and Celery's global ``--quiet`` (before the subcommand), since its banner is printed, not
+    logged. ``console``: Celery's own readable lines."""
+    if log_format != "json":
+        return []
+    from celery import signals
+
+    from pkg.json_logs import use_json_logs
+
+    use_json_logs(service)
+
+    def setup(loglevel: int | str | None = None, **_: object) -> None:
+        use_json_logs(service, loglevel or logging.INFO)
+
+    signals.setup_logging.connect(setup, weak=False)
+    return ["--quiet"]
+
+
 def run_click(start: Callable[[list[str]], int | None], argv: list[str]) -> int:
     """Run a click-based program (Celery, uvicorn) with ``standalone_mode=False`` semantics:
     show a usage error the way click would (it names the bad flag) and return an exit code."""

@@ -17,6 +17,9 @@ from uvicorn.main import main as uvicorn_cli
 from services.launcher import REPO_ROOT, WATCHED_DIRS, run_click, split_reload_flag
 
 APP = "internal.api.app:app"
+# LOG_FORMAT=json: uvicorn's and the app's lines as JSON (pkg/json_logs.py), via uvicorn's own
+# --log-config (a logging dictConfig).
+JSON_LOG_CONFIG = Path(__file__).with_name("uvicorn_json_logging.json")
 GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
@@ -44,6 +47,8 @@ def main(user_args: list[str]) -> int:
     reload_choice, args = split_reload_flag(user_args)
     reload = settings.reload if reload_choice is None else reload_choice
     argv = default_argv(settings.listen_host, settings.api_port, reload)
+    if settings.log_format == "json":
+        argv += ["--log-config", str(JSON_LOG_CONFIG)]
     return run_click(
         lambda a: uvicorn_cli.main(args=a, prog_name="uvicorn", standalone_mode=False),
         [*argv, *args],

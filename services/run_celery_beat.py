@@ -19,7 +19,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from services.launcher import launch
+from services.launcher import celery_log_flags, launch
 
 BEAT_LOCK = "app:beat:lock"
 
@@ -71,7 +71,7 @@ def main(user_args: list[str]) -> int:
     return launch(
         __file__,
         start_single_beat,
-        default_argv(settings.beat_schedule_dir),
+        [*celery_log_flags(settings.log_format, "beat"), *default_argv(settings.beat_schedule_dir)],
         user_args,
         reload_default=settings.reload,
         grace_seconds=settings.shutdown_grace_seconds,

@@ -47,7 +47,7 @@ def main(user_args: list[str]) -> int:
     from internal.celery_tasks import default_celery_client, default_queue, task_catalog
     from internal.config.setting import get_settings
     from pkg.shutdown_deadline import hand_back_after
-    from services.launcher import launch
+    from services.launcher import celery_log_flags, launch
 
     settings = get_settings()
     queues = queues_to_consume(settings.worker_queues, default_queue, task_catalog.queues())
@@ -66,7 +66,10 @@ def main(user_args: list[str]) -> int:
     return launch(
         __file__,
         start,
-        default_argv(queues, settings.worker_concurrency),
+        [
+            *celery_log_flags(settings.log_format, "worker"),
+            *default_argv(queues, settings.worker_concurrency),
+        ],
         user_args,
         reload_default=settings.reload,
         # The reloading supervisor kills a child only after its own hand-back had time to run.

@@ -47,6 +47,11 @@ def main(user_args: list[str]) -> int:
     if auth:
         os.environ["FLOWER_BASIC_AUTH"] = auth
     argv = default_argv(settings.listen_host, settings.flower_port, settings.flower_db)
+    if settings.log_format == "json":
+        from pkg.json_logs import use_json_logs
+
+        use_json_logs("flower")
+        argv.append("--logging=none")  # tornado's own log setup would replace ours
     return serve(default_celery_client.app, [*argv, *user_args])
 
 

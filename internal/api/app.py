@@ -14,6 +14,7 @@ from internal.api import dead_letters, health
 from internal.api.body_limit import BodySizeLimitMiddleware
 from internal.api.dead_letter_store import DeadLetterStore
 from internal.api.errors import http_error, validation_error
+from internal.api.request_id import RequestIdMiddleware
 from internal.api.task_store import TaskStore
 from internal.api.tasks import tasks_router
 from internal.config.setting import Settings, get_settings
@@ -55,6 +56,7 @@ def create_app(
     app.include_router(tasks_router(tasks))
     app.include_router(dead_letters.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)  # outermost: a refused body gets an id too
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from functools import lru_cache
 from typing import Annotated
@@ -21,6 +22,7 @@ from pkg.channel_waiter import TooManyWaiters
 from pkg.task_catalog import Declaration, TaskCatalog
 
 PREFIX = "/api/v1/tasks"
+log = logging.getLogger(__name__)
 
 # A long poll holds a Redis pub/sub connection; keep it short and let clients ask again.
 MAX_WAIT_SECONDS = 30.0
@@ -110,6 +112,9 @@ def _add_submit_route(router: APIRouter, public_name: str, task: Declaration) ->
             )
         except submitted.KeyReused as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        # The line that joins this request (its request_id) to the task's own lines (task_id);
+        # never the arguments.
+        log.info("submitted %s", task.name, extra={"task_id": task_id, "task_name": task.name})
         # The hot path of the API: the status URL comes from a cached prefix (Starlette's
         # url_for cost more than the publish) and the answer is serialized once, without
         # FastAPI validating its own return value again (``response_model`` still documents it).

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     celery_broker_url: RedisDsn | None = None
     celery_result_backend: RedisDsn | None = None
 
+    # "json": one JSON object per log line from every service (prod); "console": readable lines.
+    log_format: Literal["console", "json"] = "console"
+
     # Worker defaults (the launcher's flags still win over these).
     worker_concurrency: PositiveInt = 4
     # The queues a worker consumes when started with no -Q: comma-separated names, or "*" for

@@ -119,3 +119,59 @@ def test_no_secret_in_any_log(prod_stack: Stack) -> None:
     assert "redis-prod:6379" in logs  # the broker URL is logged, masked
     assert REDIS_PASSWORD not in logs
     assert FLOWER_PASSWORD not in logs
+
+
+LOG_FIELDS = {"time", "level", "service", "logger", "message"}
+
+
+def json_lines(stack: Stack, service: str) -> list[dict[str, Any]]:
+    out = stack.compose("logs", "--no-color", "--no-log-prefix", service).stdout
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert lines, f"{service} logged nothing"
+    records = []
+    for line in lines:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            pytest.fail(f"{service}: not a JSON line: {line!r}")
+    return records
+
+
+def test_every_prod_log_line_is_json_and_one_search_follows_a_request_into_its_task(
+    prod_stack: Stack,
+) -> None:
+    url = f"http://127.0.0.1:{prod_stack.port('api-prod', 8000)}"
+    r = httpx.post(
+        f"{url}/api/v1/tasks/add",
+        json={"x": 40, "y": 2},
+        headers={"X-Request-ID": "e2e-logs-42"},
+        timeout=10,
+    )
+    assert r.status_code == 202 and r.headers["x-request-id"] == "e2e-logs-42"
+    task_id = r.json()["task_id"]
+    assert httpx.get(f"{r.json()['status_url']}?wait=20", timeout=30).json()["result"] == 42
+
+    def worker_lines() -> list[dict[str, Any]] | None:
+        lines = [
+            rec for rec in json_lines(prod_stack, "worker-prod") if rec.get("task_id") == task_id
+        ]
+        return lines if any("succeeded" in rec["message"] for rec in lines) else None
+
+    ran = wait_until(worker_lines, timeout=20, what="the worker's lines about the task")
+    assert {rec["task_name"] for rec in ran} == {"tasks.add"}
+    api = json_lines(prod_stack, "api-prod")
+    (submitted,) = [rec for rec in api if rec.get("task_id") == task_id]
+    assert submitted["request_id"] == "e2e-logs-42"
+    assert any(
+        rec.get("request_id") == "e2e-logs-42" and rec["logger"] == "uvicorn.access" for rec in api
+    )
+
+    for service in APP_SERVICES:
+        records = json_lines(prod_stack, service)
+        for rec in records:
+            assert rec.keys() >= LOG_FIELDS, (service, rec)
+            assert rec["service"] == service.removesuffix("-prod"), (service, rec)
+        text = json.dumps(records)
+        assert REDIS_PASSWORD not in text and FLOWER_PASSWORD not in text, service
+        assert "{'x': 40, 'y': 2}" not in text, f"{service} logged task arguments"
+    print(f"\njson logs: {sum(len(json_lines(prod_stack, s)) for s in APP_SERVICES)} lines parsed")
