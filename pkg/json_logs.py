@@ -45,7 +45,7 @@ class ContextFields(logging.Filter):
         if data and "id" in data and "name" in data and not hasattr(record, "task_id"):
             record.task_id, record.task_name = data["id"], data["name"]
         if isinstance(record.__dict__.get("data"), dict):
-            del record.data
+            del record.__dict__["data"]
         return True
 
 
