@@ -110,13 +110,11 @@ class AsyncTaskPublisher:
             )
         return Route(queue, int(route.get("priority") or 0), *limits)
 
-    def encode(
+    def build(
         self, task_name: str, kwargs: Mapping[str, Any], *, task_id: str
-    ) -> tuple[Route, bytes, Any]:
-        """The task's route (its Redis list: ``route.list_key()``), the message as kombu's
-        Redis transport writes it, and Celery's task message (for the publish signals). The
-        same values ``send_task`` writes for a task sent by name (tested value for value):
-        Celery builds the task protocol, kombu's JSON encoder the body (with its type tags)."""
+    ) -> tuple[Route, Any]:
+        """The task's route (its Redis list: ``route.list_key()``) and Celery's task message,
+        as ``send_task`` builds them for a task sent by name (tested value for value)."""
         route = self._route(task_name, kwargs)
         message = self.app.amqp.as_task_v2(
             task_id,
@@ -131,6 +129,12 @@ class AsyncTaskPublisher:
             time_limit=route.time_limit,
             soft_time_limit=route.soft_time_limit,
         )
+        return route, message
+
+    @staticmethod
+    def serialize(route: Route, message: Any) -> bytes:
+        """The message as kombu's Redis transport writes it: kombu's JSON encoder for the
+        body (with its type tags), kombu's envelope and properties."""
         envelope = {
             "body": base64.b64encode(kombu_dumps(message.body).encode()).decode(),
             "content-encoding": "utf-8",
@@ -145,7 +149,7 @@ class AsyncTaskPublisher:
                 "delivery_tag": str(uuid.uuid4()),
             },
         }
-        return route, to_json(envelope), message
+        return to_json(envelope)
 
     async def publish(
         self,
@@ -166,16 +170,20 @@ class AsyncTaskPublisher:
         The deadline (``timeout``) is this caller's, from now: a caller queued behind a
         stalled batch fails in time too. On TimeoutError the message may still land (Redis
         may only be slow): callers that retry should use ``Once``."""
-        route, payload, message = self.encode(task_name, kwargs, task_id=task_id)
+        route, message = self.build(task_name, kwargs, task_id=task_id)
+        # The arguments send_task gives both signals (the headers too: receivers find the
+        # task's id there).
         publish_signal = {"sender": task_name, "body": message.body, "exchange": "",
-                          "routing_key": route.queue.name}  # fmt: skip
+                          "routing_key": route.queue.name, "headers": message.headers}  # fmt: skip
+        # Before serializing, as send_task does: receivers may add headers (a tracing one puts
+        # the trace context there, where the worker reads it).
         signals.before_task_publish.send(
             **publish_signal,
             declare=[route.queue],
-            headers=message.headers,
             properties=message.properties,
             retry_policy=dict(self._retry_policy),  # a copy per call, as send_task passes
         )
+        payload = self.serialize(route, message)
         queue = route.list_key()
         commands: list[Sequence[Any]] = (
             [*also, ("LPUSH", queue, payload)]

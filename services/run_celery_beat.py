@@ -65,8 +65,10 @@ def start_single_beat(argv: list[str]) -> int | None:
 
 def main(user_args: list[str]) -> int:
     from internal.config.setting import get_settings
+    from pkg.tracing import start_tracing
 
     settings = get_settings()
+    start_tracing("beat")
     settings.beat_schedule_dir.mkdir(parents=True, exist_ok=True)
     return launch(
         __file__,

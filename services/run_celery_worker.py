@@ -47,9 +47,11 @@ def main(user_args: list[str]) -> int:
     from internal.celery_tasks import default_celery_client, default_queue, task_catalog
     from internal.config.setting import get_settings
     from pkg.shutdown_deadline import hand_back_after
+    from pkg.tracing import start_tracing
     from services.launcher import celery_log_flags, launch
 
     settings = get_settings()
+    start_tracing("worker")
     queues = queues_to_consume(settings.worker_queues, default_queue, task_catalog.queues())
     # Running tasks get SHUTDOWN_GRACE_SECONDS to finish on a stop; then they go back to the
     # queue at once (a redeploy does not wait for their leases).

@@ -21,6 +21,7 @@ from internal.config.setting import Settings, get_settings
 from internal.infra.celery import TASKS, build_celery_client, dead_letter_box
 from pkg.celery_task import CeleryClient
 from pkg.task_catalog import TaskCatalog
+from pkg.tracing import start_tracing, trace_api
 
 
 def create_app(
@@ -63,6 +64,8 @@ def create_app(
 
 
 app = create_app()
+if start_tracing("api"):
+    trace_api(app)
 # Everything imported so far lives as long as the process: keep it out of the garbage
 # collector's scans, which otherwise add milliseconds to the slowest requests.
 gc.freeze()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -37,6 +38,21 @@ def test_every_celery_service_reads_the_same_broker(profile: str, suffix: str) -
     # Every queue a task is declared on (the launcher expands "*"; test_wiring checks that).
     assert worker["environment"]["WORKER_QUEUES"] == "*"
     assert "-Q" not in (worker.get("command") or []), "the compose worker must consume every queue"
+
+
+@pytest.mark.parametrize(("profile", "suffix"), [("dev", ""), ("prod", "-prod")])
+def test_an_otlp_endpoint_set_on_the_host_reaches_every_traced_service(
+    profile: str, suffix: str
+) -> None:
+    stack = Stack(Path(REPO_ROOT), profile=profile)
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318"}
+    services = json.loads(stack.compose("config", "--format", "json", env=endpoint).stdout)[
+        "services"
+    ]
+    for name in ("api", "worker", "beat"):
+        environment = services[f"{name}{suffix}"]["environment"]
+        assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318", name
+    assert services[f"worker{suffix}"]["environment"]["WORKER_QUEUES"] == "*"
 
 
 def test_prod_config_shows_no_secret_values(tmp_path: Path) -> None:

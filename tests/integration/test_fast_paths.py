@@ -98,8 +98,9 @@ def test_publish_signals_fire_for_the_fast_path(redis_server: Redis) -> None:
     def before(sender: str, headers: dict[str, Any], **_: Any) -> None:
         seen.append(("before", headers["id"], store.llen("default")))
 
-    def after(sender: str, routing_key: str, **_: Any) -> None:
-        seen.append(("after", routing_key, store.llen("default")))
+    def after(sender: str, routing_key: str, headers: dict[str, Any], **_: Any) -> None:
+        # The headers too, as send_task gives them (a tracing receiver reads the id there).
+        seen.append(("after", f"{routing_key} {headers['id']}", store.llen("default")))
 
     async def publish() -> None:
         async with aioredis.Redis.from_url(url) as conn:
@@ -113,7 +114,7 @@ def test_publish_signals_fire_for_the_fast_path(redis_server: Redis) -> None:
     finally:
         signals.before_task_publish.disconnect(before)
         signals.after_task_publish.disconnect(after)
-    assert seen == [("before", "signalled", 0), ("after", "default", 1)]
+    assert seen == [("before", "signalled", 0), ("after", "default signalled", 1)]
 
 
 def test_the_fast_path_refuses_a_global_keyprefix(redis_server: Redis) -> None:
