@@ -5,7 +5,6 @@ answers and what it writes, in milliseconds per test. The real-process tests
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -15,37 +14,10 @@ from internal.api.app import create_app
 from internal.api.dependencies import task_store
 from internal.api.task_store import TaskStore
 from internal.config.setting import Settings
-from tests.support.processes import Redis, free_port
+from tests.support.processes import free_port
 
 pytestmark = pytest.mark.anyio
 ADD = "/api/v1/tasks/add"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def settings(redis_server: Redis) -> Settings:
-    url = redis_server.url(6)
-    redis.Redis.from_url(url).flushdb()
-    return Settings(redis_url=url, api_max_body_bytes=1024, readiness_timeout_seconds=0.2)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(settings.broker_url, decode_responses=True) as client:
-        yield client
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-        yield client
-    await app.state.task_store.aclose()
 
 
 async def test_submit_queues_the_message_and_records_the_task(

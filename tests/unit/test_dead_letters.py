@@ -6,38 +6,17 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
 import redis
 
-from internal.api.app import create_app
 from internal.config.setting import Settings
 from internal.infra.celery import dead_letter_box
 from pkg.dead_letters import DeadLetter, DeadLetters
-from tests.support.processes import Redis
 
 pytestmark = pytest.mark.anyio
 LETTERS = "/api/v1/dead-letters"
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-def settings(redis_server: Redis) -> Settings:
-    url = redis_server.url(6)
-    redis.Redis.from_url(url).flushdb()
-    return Settings(redis_url=url)
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[redis.Redis]:
-    with redis.Redis.from_url(settings.broker_url, decode_responses=True) as client:
-        yield client
 
 
 def failed(n: int, task_name: str = "tasks.add", **fields: object) -> DeadLetter:
@@ -55,15 +34,6 @@ def kept(settings: Settings, store: redis.Redis) -> DeadLetters:
     for n in range(1, 6):
         letters.add(store, failed(n))
     return letters
-
-
-@pytest.fixture
-async def api(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings)
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-        yield client
-    await app.state.task_store.aclose()
 
 
 def test_the_store_keeps_the_newest_up_to_its_bound(store: redis.Redis) -> None:

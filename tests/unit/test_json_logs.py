@@ -6,16 +6,12 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 
-from internal.api.app import create_app
-from internal.config.setting import Settings
 from pkg.json_logs import json_handler, request_id
-from tests.support.processes import Redis
 
 
 @pytest.fixture
@@ -71,22 +67,6 @@ def test_a_request_id_and_an_error_are_carried(lines: tuple[logging.Logger, io.S
     failed, after = records(out)
     assert failed["request_id"] == "req-1" and "ValueError: boom" in str(failed["exc_info"])
     assert "request_id" not in after
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def api(redis_server: Redis) -> AsyncIterator[httpx.AsyncClient]:
-    url = redis_server.url(6)
-    redis.Redis.from_url(url).flushdb()
-    app = create_app(Settings(redis_url=url))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
-        yield client
-    await app.state.task_store.aclose()
 
 
 @pytest.mark.anyio
