@@ -35,6 +35,7 @@ def default_argv(host: str, port: int, db: Path) -> list[str]:
 def main(user_args: list[str]) -> int:
     from internal.celery_tasks import default_celery_client
     from internal.config.setting import get_settings
+    from internal.infra.metrics import register_app_metrics
     from pkg.flower_app import serve
 
     settings = get_settings()
@@ -47,6 +48,7 @@ def main(user_args: list[str]) -> int:
     if auth:
         os.environ["FLOWER_BASIC_AUTH"] = auth
     argv = default_argv(settings.listen_host, settings.flower_port, settings.flower_db)
+    register_app_metrics(settings)  # served with Flower's own at /metrics
     if settings.log_format == "json":
         from pkg.json_logs import use_json_logs
 

@@ -8,6 +8,7 @@ from internal.infra.redis import DEAD_LETTERS_KEY, SUBMITTED_TASK_KEY, get_redis
 from internal.tasks.celery.queues import DEFAULT_QUEUE
 from pkg.celery_task import RESULT_COMPANION_KEY, CeleryClient, TaskLimits
 from pkg.dead_letters import DeadLetters
+from pkg.queue_metrics import stamp_publish_time
 from pkg.task_catalog import TaskCatalog
 
 # The modules that declare this app's tasks: a module of tasks is added here, nothing else.
@@ -44,6 +45,7 @@ def build_celery_client(settings: Settings, tasks: TaskCatalog = TASKS) -> Celer
     client.on_worker_process_shutdown(reset_redis)
     client.write_liveness_file(settings.worker_liveness_file)
     client.keep_revokes()
+    stamp_publish_time()  # the queues' oldest-message age reads it (internal/infra/metrics.py)
     dead_letter_box(settings).keep(client.app, get_redis)
     return client
 

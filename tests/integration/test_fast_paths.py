@@ -7,6 +7,7 @@ import asyncio
 import base64
 import datetime as dt
 import json
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
@@ -24,6 +25,7 @@ from internal.tasks.celery import queues
 from internal.tasks.celery import tasks as app_tasks
 from pkg.async_publisher import AsyncTaskPublisher
 from pkg.celery_task import LEASED_TRANSPORT
+from pkg.queue_metrics import PUBLISHED_AT
 from tests.support.processes import Redis
 
 
@@ -36,6 +38,10 @@ def comparable(message: dict[str, Any]) -> dict[str, Any]:
     the delivery tag left out (a fresh uuid for every message); every other value stays."""
     out = {**message, "properties": dict(message["properties"])}
     out["properties"].pop("delivery_tag")
+    # The publish time differs by construction: it must be there and recent, not equal.
+    out["headers"] = dict(message["headers"])
+    published_at = out["headers"].pop(PUBLISHED_AT)
+    assert isinstance(published_at, float) and abs(time.time() - published_at) < 30
     out["body"] = kombu_loads(base64.b64decode(message["body"]))
     return out
 

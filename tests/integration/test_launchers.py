@@ -11,7 +11,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 
+from internal.config.setting import Settings
+from internal.infra.celery import build_celery_client
 from pkg.celery_task import CeleryClient
 from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
@@ -196,3 +199,30 @@ def test_flower_refuses_an_unknown_flag_naming_it(launch: LaunchFn) -> None:
     proc = launch("run_flower.py", "--port=1", "--no-such-thing=1")
     assert proc.proc.wait(timeout=60) == 2
     assert "no such Flower option: --no-such-thing=1" in proc.output
+
+
+def test_flower_serves_the_apps_queue_gauges_with_its_own(
+    launch: LaunchFn, redis_server: Redis
+) -> None:
+    """Queue depth, oldest message age, unacked, beat's tick and dead letters at Flower's
+    /metrics, next to Flower's own task and worker series (issue 12)."""
+    url = redis_server.url(5)
+    redis.Redis.from_url(url).flushdb()
+    build_celery_client(Settings(redis_url=url)).submit(
+        task_name="tasks.add", kwargs={"x": 1, "y": 2}
+    )
+    port = free_port()
+    launch("run_flower.py", f"--port={port}", env={"REDIS_URL": url})
+    metrics = wait_until(
+        lambda: httpx.get(f"http://127.0.0.1:{port}/metrics").text, timeout=30, what="Flower"
+    )
+    assert 'celery_queue_length{queue="default"} 1.0' in metrics
+    assert 'celery_queue_length{queue="slow"} 0.0' in metrics
+    for name in (
+        "celery_queue_oldest_message_age_seconds",
+        "celery_messages_unacked",
+        "app_beat_last_tick_timestamp_seconds",
+        "app_dead_letters",
+        "flower_events_total",
+    ):
+        assert name in metrics, name  # fmt: skip
