@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from prometheus_client import start_http_server
 from starlette.exceptions import HTTPException
 
 from internal.api import dead_letters, health
 from internal.api.body_limit import BodySizeLimitMiddleware
 from internal.api.dead_letter_store import DeadLetterStore
 from internal.api.errors import http_error, validation_error
+from internal.api.metrics import RequestMetrics
 from internal.api.request_id import RequestIdMiddleware
 from internal.api.task_store import TaskStore
 from internal.api.tasks import tasks_router
@@ -41,6 +43,9 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if settings.api_metrics_port is not None:
+            # prometheus_client's own server, in a thread: the event loop never serves it.
+            start_http_server(settings.api_metrics_port, addr=settings.listen_host)
         yield
         await store.aclose()
 
@@ -57,6 +62,7 @@ def create_app(
     app.include_router(tasks_router(tasks))
     app.include_router(dead_letters.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(RequestMetrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: a refused body gets an id too
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

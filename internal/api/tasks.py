@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from internal.api import submitted
 from internal.api.broker import off_loop, on_broker
 from internal.api.dependencies import StoreDep
+from internal.api.metrics import PUBLISH_FAILURES
 from internal.api.schemas import Revoked, Submitted, TaskState
 from internal.api.task_store import TaskStore
 from internal.config.setting import Settings
@@ -112,6 +113,9 @@ def _add_submit_route(router: APIRouter, public_name: str, task: Declaration) ->
             )
         except submitted.KeyReused as exc:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
+        except HTTPException:  # 503 from on_broker
+            PUBLISH_FAILURES.inc()
+            raise
         # The line that joins this request (its request_id) to the task's own lines (task_id);
         # never the arguments.
         log.info("submitted %s", task.name, extra={"task_id": task_id, "task_name": task.name})

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     celery_broker_url: RedisDsn | None = None
     celery_result_backend: RedisDsn | None = None
 
+    # The API's Prometheus metrics on a port of their own (compose: 9100, not published); unset,
+    # none are served.
+    api_metrics_port: int | None = Field(default=None, ge=1, le=65535)
     # "json": one JSON object per log line from every service (prod); "console": readable lines.
     log_format: Literal["console", "json"] = "console"
 

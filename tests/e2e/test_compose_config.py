@@ -53,6 +53,10 @@ def test_an_otlp_endpoint_set_on_the_host_reaches_every_traced_service(
         environment = services[f"{name}{suffix}"]["environment"]
         assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318", name
     assert services[f"worker{suffix}"]["environment"]["WORKER_QUEUES"] == "*"
+    # The API's metrics port is the stack's own: only the API port is published.
+    api = services[f"api{suffix}"]
+    assert api["environment"]["API_METRICS_PORT"] == "9100"
+    assert [p["target"] for p in api["ports"]] == [8000]
 
 
 def test_prod_config_shows_no_secret_values(tmp_path: Path) -> None:

@@ -226,3 +226,14 @@ def test_flower_serves_the_apps_queue_gauges_with_its_own(
         "flower_events_total",
     ):
         assert name in metrics, name  # fmt: skip
+
+
+def test_the_api_serves_its_metrics_on_a_port_of_their_own(launch: LaunchFn) -> None:
+    port, metrics_port = free_port(), free_port()
+    launch("run_api.py", "--port", str(port), env={"API_METRICS_PORT": str(metrics_port)})
+    api = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=30, what="the API")
+    assert httpx.get(f"{api}/metrics").status_code == 404, "not on the API's own port"
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+    assert 'http_requests_total{method="GET",route="/healthz",status="200"}' in metrics
+    assert "api_publish_failures_total" in metrics

@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 import redis
+from prometheus_client import REGISTRY
 
 from internal.api.app import create_app
 from internal.api.dependencies import task_store
@@ -100,9 +101,26 @@ async def test_a_broker_that_refuses_connections_is_503_through_an_overridden_st
     broken = TaskStore(down, app.state.task_store.client)
     app.dependency_overrides[task_store] = lambda: broken
     transport = httpx.ASGITransport(app=app)
+    failures = REGISTRY.get_sample_value("api_publish_failures_total") or 0.0
     async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
         answer = await client.post(ADD, json={"x": 1, "y": 2})
+    assert REGISTRY.get_sample_value("api_publish_failures_total") == failures + 1
     await broken.aclose()
     await app.state.task_store.aclose()
     assert answer.status_code == 503
     assert answer.json()["detail"].startswith("broker unavailable: submitting the task")
+
+
+async def test_requests_are_counted_by_route_template_and_status(api: httpx.AsyncClient) -> None:
+    def count(route: str, status: str) -> float:
+        labels = {"method": "POST" if "add" in route else "GET", "route": route, "status": status}
+        return REGISTRY.get_sample_value("http_requests_total", labels) or 0.0
+
+    task_route = "/api/v1/tasks/{task_id}"
+    before = count("/api/v1/tasks/add", "202"), count(task_route, "404")
+    await api.post(ADD, json={"x": 1, "y": 2})
+    await api.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000")
+    assert count("/api/v1/tasks/add", "202") == before[0] + 1
+    assert count(task_route, "404") == before[1] + 1, "ids never make series of their own"
+    latency = {"method": "POST", "route": "/api/v1/tasks/add"}
+    assert REGISTRY.get_sample_value("http_request_duration_seconds_count", latency)
