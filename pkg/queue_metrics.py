@@ -35,7 +35,7 @@ Reading = tuple[str, str, Callable[[], float]]  # a gauge: name, help, how to re
 
 def _stamp(headers: dict[str, Any] | None = None, **_: Any) -> None:
     if headers is not None:
-        headers.setdefault(PUBLISHED_AT, round(time.time(), 3))
+        headers[PUBLISHED_AT] = round(time.time(), 3)  # a retry is published again: now
 
 
 def stamp_publish_time() -> None:
