@@ -62,7 +62,8 @@ def create_app(
     app.include_router(tasks_router(tasks))
     app.include_router(dead_letters.router)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api_max_body_bytes)
-    app.add_middleware(RequestMetrics)
+    if settings.api_metrics_port is not None:  # collected only where something serves them
+        app.add_middleware(RequestMetrics)
     app.add_middleware(RequestIdMiddleware)  # outermost: a refused body gets an id too
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)

@@ -23,7 +23,10 @@ def anyio_backend() -> str:
 def settings(redis_server: Redis) -> Settings:
     url = redis_server.url(6)
     redis.Redis.from_url(url).flushdb()
-    return Settings(redis_url=url, api_max_body_bytes=1024, readiness_timeout_seconds=0.2)
+    # A metrics port turns the request metrics on (nothing serves them: no lifespan here).
+    return Settings(
+        redis_url=url, api_max_body_bytes=1024, readiness_timeout_seconds=0.2, api_metrics_port=9
+    )
 
 
 @pytest.fixture
