@@ -16,6 +16,7 @@ right for this broker.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -28,6 +29,7 @@ from prometheus_client.registry import Collector
 
 from pkg.async_publisher import PRIORITY_SEP
 
+log = logging.getLogger(__name__)
 PUBLISHED_AT = "published_at"  # header: publish time, seconds since the epoch
 
 Reading = tuple[str, str, Callable[[], float]]  # a gauge: name, help, how to read its value
@@ -64,17 +66,16 @@ class QueueCollector(Collector):
         self.unacked_key = unacked_key
         self.readings = list(readings)
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        store = self.client()
-        queues = list(self.queues())
-        pipe = store.pipeline(transaction=False)
-        for queue in queues:
-            for name in queue_lists(queue):
-                pipe.llen(name)
-                pipe.lindex(name, -1)  # kombu pops from the right: the next to be taken
-        pipe.hlen(self.unacked_key)
-        replies = pipe.execute()
-        now = time.time()
+    def describe(self) -> Iterable[GaugeMetricFamily]:
+        """The series' names without reading Redis (registering must not need the broker:
+        a service starts before Redis does)."""
+        yield from self._families()
+        yield GaugeMetricFamily("celery_messages_unacked", "", value=0)
+        for name, help_text, _ in self.readings:
+            yield GaugeMetricFamily(name, help_text, value=0)
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
         length = GaugeMetricFamily(
             "celery_queue_length", "Messages waiting in the queue (all its lists)", labels=["queue"]
         )
@@ -83,6 +84,27 @@ class QueueCollector(Collector):
             "How long the next message to be taken from the queue has waited",
             labels=["queue"],
         )
+        return length, age
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        """Read at scrape time; with Redis unreachable, no series (the scrape still answers,
+        and Prometheus sees them absent)."""
+        queues = list(self.queues())
+        try:
+            store = self.client()
+            pipe = store.pipeline(transaction=False)
+            for queue in queues:
+                for name in queue_lists(queue):
+                    pipe.llen(name)
+                    pipe.lindex(name, -1)  # kombu pops from the right: the next to be taken
+            pipe.hlen(self.unacked_key)
+            replies = pipe.execute()
+            readings = [(name, help_text, read()) for name, help_text, read in self.readings]
+        except redis.RedisError as exc:
+            log.warning("queue metrics: Redis unavailable (%s)", exc)
+            return
+        now = time.time()
+        length, age = self._families()
         at = 0
         for queue in queues:
             waiting, oldest = 0, None
@@ -102,8 +124,8 @@ class QueueCollector(Collector):
             "Messages delivered to workers and not acknowledged yet",
             value=int(replies[at]),
         )
-        for name, help_text, read in self.readings:
-            yield GaugeMetricFamily(name, help_text, value=read())
+        for name, help_text, value in readings:
+            yield GaugeMetricFamily(name, help_text, value=value)
 
 
 def _published_at(raw: bytes | str | None) -> float | None:

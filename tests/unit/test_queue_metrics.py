@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from internal.config.setting import Settings
 from internal.infra.celery import TASKS, build_celery_client
 from pkg.queue_metrics import QueueCollector
+from tests.support.processes import free_port
 
 
 def scrape(store: redis.Redis, **readings: float) -> dict[str, float]:
@@ -55,3 +56,13 @@ def test_an_empty_queue_is_zero_long_and_zero_old(store: redis.Redis) -> None:
     values = scrape(store)
     assert values['celery_queue_length{queue="default"}'] == 0
     assert values['celery_queue_oldest_message_age_seconds{queue="default"}'] == 0
+
+
+def test_registering_and_scraping_need_no_redis() -> None:
+    """Regression: registering read Redis (prometheus_client calls collect() to learn the
+    names of a collector without describe()), so Flower stopped at start when Redis was not
+    up yet."""
+    down = redis.Redis.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    registry = CollectorRegistry()
+    registry.register(QueueCollector(lambda: down, TASKS.queues))
+    assert "celery_queue_length{" not in generate_latest(registry).decode()
