@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench import api_enqueue, docker_stack, round_trip, throughput
+from bench import api_enqueue, docker_stack, observability, round_trip, throughput
 from bench.common import TABLE_HEADER, Row
 from tests.support.processes import REPO_ROOT, Redis, redis_server_binary
 from tests.support.stack import docker_ready
@@ -77,6 +77,8 @@ def main() -> None:
             rows += api_enqueue.run(server, workdir, n_rounds=args.rounds)
             print("3. round trip", flush=True)
             rows += round_trip.run(server, workdir, n_rounds=args.rounds)
+            print("6. observability cost", flush=True)
+            rows += observability.run(server, workdir, n_rounds=args.rounds)
         finally:
             server.stop()
         if not args.no_docker:

@@ -1,6 +1,7 @@
 """The app's own Prometheus gauges, served with Flower's ``/metrics`` (one Flower per stack, so
 each series once; behind Flower's auth in prod): queue lengths and the oldest message's age
-over every declared queue, unacknowledged messages, beat's last tick, dead letters held."""
+over every declared queue, unacknowledged messages, beat's last tick, dead letters held, and
+the broker's memory against its limit (no exporter image can be used here)."""
 
 from __future__ import annotations
 
@@ -37,6 +38,18 @@ def register_app_metrics(settings: Settings) -> None:
                     "app_dead_letters",
                     "Tasks that failed for good, kept for replay",
                     lambda: float(get_redis().zcard(letters.index)),
+                ),
+                # The broker's memory against its limit (0: none): at the limit, with
+                # noeviction, Redis refuses writes and publishes fail.
+                (
+                    "redis_memory_used_bytes",
+                    "Memory the broker's Redis uses",
+                    lambda: float(broker.info("memory")["used_memory"]),
+                ),
+                (
+                    "redis_memory_max_bytes",
+                    "The broker's maxmemory (0: no limit)",
+                    lambda: float(broker.info("memory")["maxmemory"]),
                 ),
             ],
         )

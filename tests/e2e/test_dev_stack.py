@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.processes import REPO_ROOT, wait_until
+from tests.support.browser import ARTIFACTS, browser_page
+from tests.support.processes import wait_until
 from tests.support.stack import Stack
 
 pytestmark = pytest.mark.e2e
-ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
 
 
 def api(stack: Stack) -> str:
@@ -68,34 +66,17 @@ def test_flower_lists_the_worker_and_the_task(dev_stack: Stack) -> None:
 
 
 def test_flower_dashboard_in_a_browser(dev_stack: Stack) -> None:
-    chromium = Path("/usr/bin/chromium")
-    if not chromium.exists():
-        if os.environ.get("REQUIRE_BROWSER") == "1":
-            pytest.fail("REQUIRE_BROWSER=1 but /usr/bin/chromium is missing")
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
-    from playwright import sync_api as playwright
-
     run_add(dev_stack, 2, 3)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(chromium),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run"],
-        )  # fmt: skip
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 720})
-            page.goto(f"{flower(dev_stack)}/workers", wait_until="networkidle")
-            (container,) = dev_stack.container_ids("worker")
-            row = page.locator("tr", has_text=f"celery@{container[:12]}")
-            row.wait_for(timeout=30_000)
-            assert "Online" in row.inner_text()
-            page.screenshot(path=str(ARTIFACTS / "flower-workers.png"))
-            page.goto(f"{flower(dev_stack)}/tasks", wait_until="networkidle")
-            page.locator("td", has_text="SUCCESS").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "flower-tasks.png"))
-        finally:
-            browser.close()
+    with browser_page() as page:
+        page.goto(f"{flower(dev_stack)}/workers", wait_until="networkidle")
+        (container,) = dev_stack.container_ids("worker")
+        row = page.locator("tr", has_text=f"celery@{container[:12]}")
+        row.wait_for(timeout=30_000)
+        assert "Online" in row.inner_text()
+        page.screenshot(path=str(ARTIFACTS / "flower-workers.png"))
+        page.goto(f"{flower(dev_stack)}/tasks", wait_until="networkidle")
+        page.locator("td", has_text="SUCCESS").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "flower-tasks.png"))
 
 
 def test_code_edit_reaches_the_worker(dev_stack: Stack) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.support.browser import ARTIFACTS, CHROMIUM, browser_page
 from tests.support.processes import wait_until
 from tests.support.stack import Stack
 from tests.support.stack_fixtures import FLOWER_PASSWORD, FLOWER_USER, REDIS_PASSWORD
@@ -31,7 +34,7 @@ def container(stack: Stack, service: str) -> str:
 
 
 def test_only_prod_services_run(prod_stack: Stack) -> None:
-    assert prod_stack.running_services() == {"redis-prod", *APP_SERVICES}
+    assert prod_stack.running_services() == {"redis-prod", "prometheus-prod", *APP_SERVICES}
 
 
 def test_redis_runs_as_its_own_user_without_capabilities(prod_stack: Stack) -> None:
@@ -175,3 +178,75 @@ def test_every_prod_log_line_is_json_and_one_search_follows_a_request_into_its_t
         assert REDIS_PASSWORD not in text and FLOWER_PASSWORD not in text, service
         assert "{'x': 40, 'y': 2}" not in text, f"{service} logged task arguments"
     print(f"\njson logs: {sum(len(json_lines(prod_stack, s)) for s in APP_SERVICES)} lines parsed")
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{prometheus}/api/v1/query", params={"query": expr}, timeout=10).json()
+    return list(answer["data"]["result"])
+
+
+def alert_state(prometheus: str, name: str) -> str:
+    alerts = httpx.get(f"{prometheus}/api/v1/alerts", timeout=10).json()["data"]["alerts"]
+    return next((a["state"] for a in alerts if a["labels"]["alertname"] == name), "inactive")
+
+
+def test_prometheus_sees_every_target_a_backlog_and_a_worker_going_down(
+    prod_stack: Stack,
+) -> None:
+    """Last in this module: it stops the worker for a while."""
+    prometheus = f"http://127.0.0.1:{prod_stack.port('prometheus-prod', 9090)}"
+
+    def targets_up() -> dict[str, str] | None:
+        active = httpx.get(f"{prometheus}/api/v1/targets", timeout=10).json()["data"]
+        health = {t["labels"]["job"]: t["health"] for t in active["activeTargets"]}
+        return (
+            health
+            if set(health) == {"flower", "api", "prometheus"} and set(health.values()) == {"up"}
+            else None
+        )
+
+    print(f"\nprometheus targets: {wait_until(targets_up, timeout=90, what='every target up')}")
+    assert alert_state(prometheus, "WorkerDown") == "inactive"
+
+    prod_stack.compose("stop", "worker-prod")
+    stopped = time.monotonic()
+    url = f"http://127.0.0.1:{prod_stack.port('api-prod', 8000)}"
+    for i in range(5):
+        httpx.post(f"{url}/api/v1/tasks/add", json={"x": i, "y": 0}, timeout=10)
+    queued = time.monotonic()
+
+    def backlog() -> tuple[float, float] | None:
+        length = query(prometheus, 'celery_queue_length{queue="default"}')
+        age = query(prometheus, 'celery_queue_oldest_message_age_seconds{queue="default"}')
+        if length and float(length[0]["value"][1]) == 5 and age:
+            return float(length[0]["value"][1]), float(age[0]["value"][1])
+        return None
+
+    length, age = wait_until(backlog, timeout=60, what="the backlog in Prometheus")
+    assert 0 <= age <= time.monotonic() - queued + 1
+    print(f"backlog: {length:.0f} waiting, oldest {age:.1f} s in Prometheus")
+
+    fired = wait_until(
+        lambda: alert_state(prometheus, "WorkerDown") == "firing" or None,
+        timeout=150,
+        interval=2,
+        what="WorkerDown to fire",
+    )
+    print(f"WorkerDown firing {time.monotonic() - stopped:.0f} s after the stop (for: 1m)")
+    assert fired
+    if CHROMIUM.exists() or os.environ.get("REQUIRE_BROWSER") == "1":  # never skip midway
+        with browser_page() as page:
+            page.goto(f"{prometheus}/alerts", wait_until="networkidle")
+            page.get_by_text("WorkerDown").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "prometheus-alerts.png"))
+    prod_stack.compose("start", "worker-prod")
+    started = time.monotonic()
+    wait_until(
+        lambda: alert_state(prometheus, "WorkerDown") == "inactive" or None,
+        timeout=120,
+        interval=2,
+        what="WorkerDown to clear",
+    )
+    print(f"WorkerDown cleared {time.monotonic() - started:.0f} s after the worker started")
+    drained = 'celery_queue_length{queue="default"} == 0'
+    wait_until(lambda: query(prometheus, drained), timeout=60, what="the backlog to drain")

@@ -77,7 +77,11 @@ def start_prod_stack(tmp_path_factory: pytest.TempPathFactory, extra_settings: s
     if extra_settings:
         with (tree / ".env.prod").open("a") as env_file:
             env_file.write(extra_settings)
-    env: dict[str, str | None] = {"API_PORT": str(free_port()), "FLOWER_PORT": str(free_port())}
+    env: dict[str, str | None] = {
+        "API_PORT": str(free_port()),
+        "FLOWER_PORT": str(free_port()),
+        "PROMETHEUS_PORT": str(free_port()),
+    }
     stack = Stack(tree, profile="prod", env=env)
     print(f"\nprod stack: up to healthy in {_up(stack):.1f} s")
     return stack
