@@ -30,6 +30,7 @@ import uuid
 from bisect import bisect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
@@ -254,8 +255,15 @@ class Route:
     def list_key(self) -> str:
         """The Redis list kombu's transport pushes to: the queue's own for priority 0, else
         the list of the priority step at or below it (``queue\x06\x16<step>``)."""
-        step = PRIORITY_STEPS[bisect(PRIORITY_STEPS, self.priority) - 1]
-        return f"{self.queue.name}{PRIORITY_SEP}{step}" if step else self.queue.name
+        return priority_list(
+            self.queue.name, PRIORITY_STEPS[bisect(PRIORITY_STEPS, self.priority) - 1]
+        )
+
+
+def priority_list(queue: str, step: int) -> str:
+    """The name of kombu's Redis list for one priority step of a queue (step 0: the queue's
+    own list)."""
+    return f"{queue}{PRIORITY_SEP}{step}" if step else queue
 
 
 # Runs the caller's own writes inside a script: ARGV from index {first} on holds them as
@@ -290,8 +298,13 @@ def script_command(
     writes: list[Any] = []
     for command in also:
         writes += [len(command), *command]
-    body = script.replace("{also}", RUN_ALSO_LUA.replace("{first}", str(len(argv) + 1)))
-    return ("EVAL", body, len(keys), *keys, *argv, *writes)
+    return ("EVAL", _with_also(script, len(argv) + 1), len(keys), *keys, *argv, *writes)
+
+
+@lru_cache(maxsize=16)
+def _with_also(script: str, first: int) -> str:
+    """``script`` with its ``{also}`` expanded: once per script, not on every publish."""
+    return script.replace("{also}", RUN_ALSO_LUA.replace("{first}", str(first)))
 
 
 class Guard(Protocol):

@@ -27,7 +27,7 @@ from kombu.transport.redis import PRIORITY_STEPS
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pkg.async_publisher import PRIORITY_SEP
+from pkg.async_publisher import priority_list
 
 log = logging.getLogger(__name__)
 PUBLISHED_AT = "published_at"  # header: publish time, seconds since the epoch
@@ -49,7 +49,7 @@ def stamp_publish_time() -> None:
 
 def queue_lists(queue: str) -> list[str]:
     """The Redis lists of a queue, the plain one (priority 0) first."""
-    return [queue] + [f"{queue}{PRIORITY_SEP}{step}" for step in PRIORITY_STEPS if step]
+    return [priority_list(queue, step) for step in PRIORITY_STEPS]
 
 
 class QueueCollector(Collector):
