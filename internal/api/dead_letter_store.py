@@ -63,18 +63,16 @@ class DeadLetterStore:
         new_id = str(uuid.uuid4())
         public_name = self.public_names.get(name, name)
         record = submitted.record_command(new_id, public_name, replay_of=letter_id)
-        settings = self.tasks.settings
-        if settings.app_redis_url == settings.broker_url:
-            taken = await self.tasks.publisher.publish(
+        if self.tasks.records_with_messages:  # dead letters live with the records
+            taken = await self.tasks.publish_recorded(
                 name,
                 kwargs,
                 task_id=new_id,
-                also=[record],
+                record=record,
                 guard=self.letters.take_for_replay(letter_id),
             )
             return (new_id, public_name) if taken == "1" else None
-        await self._redis.execute_command(*record)
-        await self.tasks.publisher.publish(name, kwargs, task_id=new_id)
+        await self.tasks.publish_recorded(name, kwargs, task_id=new_id, record=record)
         await self.discard(letter_id)
         return new_id, public_name
 

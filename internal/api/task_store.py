@@ -9,7 +9,9 @@ waiter are its own, so a test builds an app on any Redis and overrides what it n
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from functools import cached_property
+from typing import Any
 
 import anyio
 import redis.asyncio as aioredis
@@ -18,7 +20,7 @@ from pydantic import BaseModel
 from internal.api import submitted
 from internal.config.setting import Settings
 from internal.infra.redis import new_async_redis
-from pkg.async_publisher import AsyncTaskPublisher
+from pkg.async_publisher import AsyncTaskPublisher, Guard
 from pkg.celery_task import READY_STATES, CeleryClient, TaskStatus
 from pkg.channel_waiter import ChannelWaiter
 from pkg.task_catalog import Declaration
@@ -80,7 +82,6 @@ class TaskStore:
         API_IDEMPOTENCY_SECONDS, that is the first task's id, and nothing is queued again."""
         settings = self.settings
         record = submitted.record_command(task_id, public_name)
-        same_redis = settings.app_redis_url == settings.broker_url
         once = None
         if idempotency_key is not None:
             once = submitted.once(
@@ -90,16 +91,37 @@ class TaskStore:
                 body.model_dump_json(),
                 settings.api_idempotency_seconds,
             )
-        if not same_redis:
-            await self.redis(settings.app_redis_url).execute_command(*record)  # type: ignore[no-untyped-call]
-        first = await self.publisher.publish(
-            task.name,
-            body.model_dump(),
-            task_id=task_id,
-            also=[record] if same_redis else [],
-            guard=once,
+        first = await self.publish_recorded(
+            task.name, body.model_dump(), task_id=task_id, record=record, guard=once
         )
         return task_id if first is None else submitted.first_task_id(first, once)
+
+    @property
+    def records_with_messages(self) -> bool:
+        """Whether the API's records live in the broker's Redis, so a record and its message
+        can be written in one atomic step."""
+        return self.settings.app_redis_url == self.settings.broker_url
+
+    async def publish_recorded(
+        self,
+        task_name: str,
+        kwargs: dict[str, Any],
+        *,
+        task_id: str,
+        record: Sequence[Any],
+        guard: Guard | None = None,
+    ) -> str | None:
+        """Publish a task together with the API's record of it: in the same atomic step when
+        they share a Redis, else the record first (a task is never queued unrecorded)."""
+        if not self.records_with_messages:
+            await self.redis(self.settings.app_redis_url).execute_command(*record)  # type: ignore[no-untyped-call]
+        return await self.publisher.publish(
+            task_name,
+            kwargs,
+            task_id=task_id,
+            also=[record] if self.records_with_messages else [],
+            guard=guard,
+        )
 
     async def read(self, task_id: str) -> tuple[submitted.SubmittedTask | None, TaskStatus]:
         """The task's record (None: this API never issued it) and its stored state."""
