@@ -23,7 +23,7 @@ from internal.config.setting import Settings, get_settings
 from internal.infra.celery import TASKS, build_celery_client, dead_letter_box
 from pkg.celery_task import CeleryClient
 from pkg.task_catalog import TaskCatalog
-from pkg.tracing import start_tracing, trace_api
+from pkg.tracing import api_telemetry, start_tracing
 
 
 def create_app(
@@ -51,6 +51,7 @@ def create_app(
 
     app = FastAPI(
         lifespan=lifespan,
+        telemetry=api_telemetry(health.PROBE_PATHS),
         title="Background jobs API",
         version="0.1.0",
         description="Submit public Celery tasks, follow their progress, read results.",
@@ -71,8 +72,7 @@ def create_app(
 
 
 app = create_app()
-if start_tracing("api"):
-    trace_api(app)
+start_tracing("api")  # after create_app: FastAPI looks for the tracer provider per request
 # Everything imported so far lives as long as the process: keep it out of the garbage
 # collector's scans, which otherwise add milliseconds to the slowest requests.
 gc.freeze()

@@ -10,6 +10,7 @@ from internal.api.dependencies import StoreDep
 from internal.api.schemas import Health, Readiness
 
 router = APIRouter(tags=["health"])
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})  # no traces of their own
 
 
 @router.get("/healthz")

@@ -75,6 +75,7 @@ def test_one_trace_from_the_post_through_the_fast_publisher_into_the_task(
     assert (publish.kind, publish.service) == ("SPAN_KIND_PRODUCER", "api")
     assert (run.kind, run.service) == ("SPAN_KIND_CONSUMER", "worker")
     assert run.parent_id == publish.span_id
+    assert not [s.name for s in receiver.spans if "healthz" in s.name]  # probes: no traces
     print(f"\nfast path trace {http.trace_id}: {sorted(spans)}")
 
     # The task's own JSON log lines carry the request's trace id.
