@@ -1,9 +1,18 @@
-"""What metrics and traces cost the API: ``POST /api/v1/tasks/add`` req/s of the same API with
-neither, with request metrics, and with metrics and traces (every request sampled, and 1%),
-four API processes side by side on one Redis, each round running them back to back. Traces go
-to an OTLP receiver of the tests' own, so export costs what it would against a collector on the
-same host. Run alone: ``uv run --no-project --with-requirements requirements/test.txt python -m
-bench.observability``.
+"""What metrics and traces cost.
+
+The API: ``POST /api/v1/tasks/add`` req/s of the same API with neither, with request metrics,
+and with metrics and traces (every request sampled, and 1%), four API processes side by side on
+one Redis, each round running them back to back.
+
+End to end: tasks/s of ``bench/throughput.py``'s project side (5,000 ``add`` tasks through
+``submit_many``, the worker launcher with the prod flags) with the worker as it runs with
+neither, with what the metrics need of it (task events, which Flower switches on and turns
+into the task counters and run-time histograms), and with those and traces (1% sampled; the
+producer here is not traced, so each sampled task is a trace of its own).
+
+Traces go to an OTLP receiver of the tests' own, so export costs what it would against a
+collector on the same host. Run alone: ``uv run --no-project --with-requirements
+requirements/test.txt python -m bench.observability``.
 """
 
 from __future__ import annotations
@@ -12,12 +21,14 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import redis
 
 from bench.api_enqueue import ADD_BODY, rps, start_api, wrk
 from bench.common import Figure, Process, Row, paired_ratio
+from bench.throughput import Side, project_submit, project_worker
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.processes import Redis, free_port
 
@@ -35,8 +46,25 @@ def environment(extra: dict[str, str]) -> Iterator[None]:
         os.environ.update(saved)
 
 
-def run(server: Redis, workdir: Path, *, n_rounds: int, seconds: int = 4) -> list[Row]:
+SAMPLED_1PCT = {
+    "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+    "OTEL_TRACES_SAMPLER_ARG": "0.01",
+}
+
+
+def run(server: Redis, workdir: Path, *, n_rounds: int, n_tasks: int = 5000) -> list[Row]:
     receiver = OtlpReceiver()
+    try:
+        return api_cost(server, workdir, receiver, n_rounds=n_rounds) + end_to_end_cost(
+            server, workdir, receiver, n_rounds=n_rounds, n_tasks=n_tasks
+        )
+    finally:
+        receiver.stop()
+
+
+def api_cost(
+    server: Redis, workdir: Path, receiver: OtlpReceiver, *, n_rounds: int, seconds: int = 4
+) -> list[Row]:
     traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint}
     variants = {
         "off": {},
@@ -45,8 +73,7 @@ def run(server: Redis, workdir: Path, *, n_rounds: int, seconds: int = 4) -> lis
             "API_METRICS_PORT": str(free_port()), **traced,
         },
         "metrics and traces, 1% sampled": {
-            "API_METRICS_PORT": str(free_port()), **traced,
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01",
+            "API_METRICS_PORT": str(free_port()), **traced, **SAMPLED_1PCT,
         },
     }  # fmt: skip
     apis: dict[str, tuple[Process, str, str]] = {}
@@ -71,7 +98,6 @@ def run(server: Redis, workdir: Path, *, n_rounds: int, seconds: int = 4) -> lis
         for proc, _, db in apis.values():
             proc.stop()
             redis.Redis.from_url(db).flushdb()
-        receiver.stop()
     off = Figure(tuple(figures.pop("off")))
     return [
         Row(
@@ -84,6 +110,49 @@ def run(server: Redis, workdir: Path, *, n_rounds: int, seconds: int = 4) -> lis
             TARGET,
         )
         for name, values in figures.items()
+    ]
+
+
+def end_to_end_cost(
+    server: Redis, workdir: Path, receiver: OtlpReceiver, *, n_rounds: int, n_tasks: int
+) -> list[Row]:
+    url = server.url(8)
+    worker_env = {
+        "off": {},
+        "task events on (what the metrics need)": {"WORKER_TASK_EVENTS": "1"},
+        "task events and traces, 1% sampled": {
+            "WORKER_TASK_EVENTS": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+            **SAMPLED_1PCT,
+        },
+    }  # fmt: skip
+    sides = {
+        name: Side(
+            f"observability-{i}", url, project_submit(url), partial(project_worker, extra=env)
+        )
+        for i, (name, env) in enumerate(worker_env.items())
+    }
+    try:
+        for r in range(n_rounds):
+            order = list(sides.values())
+            for side in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
+                side.measure(n_tasks, workdir, 4, r)
+            print(f"  round {r + 1}: " + ", ".join(
+                f"{name} {side.end_to_end[-1]:,.0f} tasks/s" for name, side in sides.items()
+            ))  # fmt: skip
+    finally:
+        redis.Redis.from_url(url).flushdb()
+    off = Figure(tuple(sides.pop("off").end_to_end))
+    return [
+        Row(
+            "6. observability cost",
+            f"end-to-end tasks/s ({n_tasks:,} tasks, prefork, concurrency 4), {name}",
+            Figure(tuple(side.end_to_end)).show(),
+            off.show(),
+            "the same worker, both off",
+            paired_ratio(Figure(tuple(side.end_to_end)), off),
+            TARGET,
+        )
+        for name, side in sides.items()
     ]
 
 

@@ -66,9 +66,13 @@ def stock_submit(url: str) -> Submit:
     return submit
 
 
-def project_worker(url: str, log: Path, concurrency: int) -> Process:
+def project_worker(
+    url: str, log: Path, concurrency: int, *, extra: dict[str, str] | None = None
+) -> Process:
+    """The worker launcher with the prod flags; ``extra``: more environment."""
     name = node("bench-project")
     env = {"APP_ENV": "local", "REDIS_URL": url, "WORKER_LIVENESS_FILE": str(log) + ".alive"}
+    env.update(extra or {})
     cmd = [PYTHON, "services/run_celery_worker.py", "-Q", "default,slow", "-l", "info"]
     proc = Process([*cmd, "-n", name, "--concurrency", str(concurrency)], env, log)
     proc.wait_for(f"{name} ready.")

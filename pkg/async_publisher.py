@@ -29,6 +29,7 @@ import base64
 import uuid
 from bisect import bisect
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -43,6 +44,9 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps as _untyped_dumps
 from pydantic_core import to_json  # compact JSON, several times faster than json.dumps
 
+from pkg.tracing import PublishTracing
+
+NO_SPAN = nullcontext()
 # A message's delivery mode: persistent (what kombu sends for Celery tasks).
 PERSISTENT = 2
 # kombu's JSON encoder: type tags for datetimes, UUIDs, decimals, as a worker decodes them.
@@ -52,8 +56,16 @@ PRIORITY_SEP = RedisChannel.sep
 
 
 class AsyncTaskPublisher:
-    def __init__(self, app: Celery, client: aioredis.Redis, *, timeout: float) -> None:
-        """``timeout``: seconds a batch may take before its publishes fail with TimeoutError."""
+    def __init__(
+        self,
+        app: Celery,
+        client: aioredis.Redis,
+        *,
+        timeout: float,
+        tracing: PublishTracing | None = None,
+    ) -> None:
+        """``timeout``: seconds a batch may take before its publishes fail with TimeoutError.
+        ``tracing``: a span around each publish (``pkg.tracing.publish_tracing``)."""
         if app.conf.broker_transport_options.get("global_keyprefix"):
             raise ValueError(
                 "AsyncTaskPublisher writes kombu's Redis keys itself and does not support the "
@@ -62,6 +74,7 @@ class AsyncTaskPublisher:
         self.app = app
         self.client = client
         self.timeout = timeout
+        self.tracing = tracing
         # Celery works this out (host name and pid) for every message unless it is given.
         self.origin = anon_nodename()
         # What before_task_publish receivers are told (send_task passes the app's policy).
@@ -176,35 +189,41 @@ class AsyncTaskPublisher:
         # task's id there).
         publish_signal = {"sender": task_name, "body": message.body, "exchange": "",
                           "routing_key": route.queue.name, "headers": message.headers}  # fmt: skip
-        # Before serializing, as send_task does: receivers may add headers (a tracing one puts
-        # the trace context there, where the worker reads it).
-        signals.before_task_publish.send(
-            **publish_signal,
-            declare=[route.queue],
-            properties=message.properties,
-            retry_policy=dict(self._retry_policy),  # a copy per call, as send_task passes
+        span = (
+            NO_SPAN
+            if self.tracing is None
+            else self.tracing(task_name, task_id, route.queue.name, message.headers)
         )
-        payload = self.serialize(route, message)
-        queue = route.list_key()
-        commands: list[Sequence[Any]] = (
-            [*also, ("LPUSH", queue, payload)]
-            if guard is None
-            else [guard.command(also, queue, payload)]
-        )
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((commands, done))
-        if not self._flushing:
-            self._flushing = True
-            asyncio.get_running_loop().call_soon(self._flush_soon)
-        try:
-            async with asyncio.timeout(self.timeout):
-                reply = await asyncio.shield(done)
-        except TimeoutError:
-            # Nobody will read the batch's outcome now: mark it read, so asyncio does not
-            # report an exception "never retrieved".
-            done.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise
-        signals.after_task_publish.send(**publish_signal)
+        with span:
+            # Before serializing, as send_task does: receivers may add headers (a tracing one puts
+            # the trace context there, where the worker reads it).
+            signals.before_task_publish.send(
+                **publish_signal,
+                declare=[route.queue],
+                properties=message.properties,
+                retry_policy=dict(self._retry_policy),  # a copy per call, as send_task passes
+            )
+            payload = self.serialize(route, message)
+            queue = route.list_key()
+            commands: list[Sequence[Any]] = (
+                [*also, ("LPUSH", queue, payload)]
+                if guard is None
+                else [guard.command(also, queue, payload)]
+            )
+            done = asyncio.get_running_loop().create_future()
+            self._pending.append((commands, done))
+            if not self._flushing:
+                self._flushing = True
+                asyncio.get_running_loop().call_soon(self._flush_soon)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    reply = await asyncio.shield(done)
+            except TimeoutError:
+                # Nobody will read the batch's outcome now: mark it read, so asyncio does not
+                # report an exception "never retrieved".
+                done.add_done_callback(lambda f: f.cancelled() or f.exception())
+                raise
+            signals.after_task_publish.send(**publish_signal)
         if guard is None:
             return None
         return reply.decode() if isinstance(reply, bytes) else str(reply)

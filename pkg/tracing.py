@@ -4,7 +4,7 @@ Set ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) 
 process exports its spans there over OTLP/HTTP; the other standard ``OTEL_*`` variables
 (``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...) apply as
 the SDK reads them. Celery and Redis are instrumented by the OpenTelemetry instrumentations,
-the API by FastAPI's own telemetry (``api_telemetry``). A publish carries its trace context in
+the API's requests by ``pkg.trace_requests.TraceRequests``. A publish carries its trace context in
 the message's top-level headers (``traceparent``), where the Celery instrumentation of the
 worker reads it: Celery's own publish puts it there, and so does the API's publisher (it fires
 ``before_task_publish`` before it serializes the headers). So one trace runs from the HTTP
@@ -14,10 +14,12 @@ request through the publish into the worker's run of the task.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
-if TYPE_CHECKING:
-    from fastapi.telemetry import TelemetryConfig
+# A publish span for a publisher of our own: (task name, task id, queue, message headers).
+PublishTracing = Callable[[str, str, str, dict[str, Any]], AbstractContextManager[object]]
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -27,9 +29,13 @@ def tracing_configured() -> bool:
     return not disabled and any(os.environ.get(name) for name in ENDPOINT_VARIABLES)
 
 
-def start_tracing(service: str) -> bool:
+def start_tracing(service: str, *, celery: bool = True) -> bool:
     """Export this process's spans (named ``service`` unless OTEL_SERVICE_NAME says
-    otherwise) and instrument Celery and Redis; nothing, and False, without an endpoint."""
+    otherwise) and instrument Celery and Redis; nothing, and False, without an endpoint.
+
+    ``celery=False`` leaves Celery uninstrumented, for a process that runs no tasks and
+    publishes only with ``AsyncTaskPublisher``: its publish spans then come from
+    ``publish_tracing`` (a ``CeleryClient.submit`` there carries no trace context)."""
     if not tracing_configured():
         return False
     from opentelemetry import trace
@@ -45,22 +51,58 @@ def start_tracing(service: str) -> bool:
     provider = TracerProvider(resource=Resource.create(named))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
-    CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+    if celery:
+        CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
     RedisInstrumentor().instrument(tracer_provider=provider)
     return True
 
 
-def api_telemetry(probe_paths: frozenset[str]) -> TelemetryConfig:
-    """FastAPI's own OpenTelemetry settings (``FastAPI(telemetry=...)``): one server span per
-    request, named by its route, whenever ``start_tracing`` installed a tracer provider;
-    nothing otherwise. Not for the paths in ``probe_paths`` (health checks)."""
+def publish_tracing() -> PublishTracing | None:
+    """The publish spans of ``AsyncTaskPublisher`` where tracing runs without the Celery
+    instrumentation (``start_tracing(celery=False)``); None elsewhere (no tracing, or the
+    instrumentation makes them from the publish signals the publisher fires).
 
-    def is_probe(scope: Any) -> bool:
-        return scope.get("path") in probe_paths
+    The same span the instrumentation makes for a publish (name, kind, attributes; tested), and
+    its context in the message's headers, where the worker's instrumentation reads it. Made
+    here because the instrumentation's signal handlers cost 55 to 85 µs a publish even when
+    the request is not sampled (they look the task up through Celery's app proxy, twice), as
+    much as the rest of the tracing of a request (bench/README.md)."""
+    if not tracing_configured():
+        return None
+    from opentelemetry import trace
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor
+    from opentelemetry.propagate import inject
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
-    # FastAPI traces natively since 0.142: it names the span after routing, where the
-    # contrib middleware matched every route a second time per request (a fifth of the API's
-    # CPU with traces on, bench/). Its own request metrics are off (the API's are
-    # Prometheus's), and so are its spans per dependency, endpoint and serialization: three
-    # more spans a request that say little the request's span does not.
-    return {"metrics": False, "logs": False, "operation_spans": False, "exclude": is_probe}
+    if CeleryInstrumentor().is_instrumented_by_opentelemetry:  # type: ignore[no-untyped-call]
+        return None
+    tracer = trace.get_tracer(__name__)
+    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
+    follows_parent = isinstance(sampler, ParentBased)
+
+    @contextmanager
+    def publish_span(
+        task_name: str, task_id: str, queue: str, headers: dict[str, Any]
+    ) -> Iterator[object]:
+        request = trace.get_current_span().get_span_context()
+        if follows_parent and request.is_valid and not request.trace_flags.sampled:
+            # The sampler would drop this span as it dropped the request's: make none, and
+            # carry the request's context (not sampled), which the worker's sampler follows.
+            inject(headers)
+            yield None
+            return
+        attributes = {
+            "celery.action": "apply_async",
+            "celery.task_name": task_name,
+            "messaging.message.id": task_id,
+            "messaging.destination": queue,
+            "messaging.destination_kind": "queue",
+        }
+        kind = trace.SpanKind.PRODUCER
+        with tracer.start_as_current_span(
+            f"apply_async/{task_name}", kind=kind, attributes=attributes
+        ) as span:
+            inject(headers)
+            yield span
+
+    return publish_span

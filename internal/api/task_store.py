@@ -24,6 +24,7 @@ from pkg.async_publisher import AsyncTaskPublisher, Guard
 from pkg.celery_task import READY_STATES, CeleryClient, TaskStatus
 from pkg.channel_waiter import ChannelWaiter
 from pkg.task_catalog import Declaration
+from pkg.tracing import publish_tracing
 
 
 class TaskStore:
@@ -48,6 +49,7 @@ class TaskStore:
             self.client.app,
             self.redis(self.settings.broker_url),
             timeout=self.settings.api_broker_timeout_seconds,
+            tracing=publish_tracing(),
         )
 
     @cached_property

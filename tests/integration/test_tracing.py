@@ -51,8 +51,40 @@ def wait_for_run(receiver: OtlpReceiver, trace_id: str, task: str) -> list[Span]
     return wait_until(spans, timeout=20, what=f"the worker's span of {task}")
 
 
+CLIENT = """
+from opentelemetry import trace
+from internal.config.setting import get_settings
+from internal.infra.celery import build_celery_client
+from pkg.tracing import start_tracing
+
+assert start_tracing("client")
+client = build_celery_client(get_settings())
+with trace.get_tracer("test").start_as_current_span("client request") as span:
+    print(format(span.get_span_context().trace_id, "032x"), flush=True)
+    result = client.submit(task_name="tasks.add", kwargs={"x": 2, "y": 2})
+assert result.get(timeout=20) == 4
+trace.get_tracer_provider().force_flush()
+"""
+
+
+def submit_from_a_client(receiver: OtlpReceiver, env: dict[str, str]) -> dict[str, Span]:
+    """Submit tasks.add with CeleryClient.submit from a process of its own, inside a span of
+    its own: the spans of that trace by name, once the worker's is in."""
+    script = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CLIENT)],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert script.returncode == 0, script.stderr
+    trace_id = script.stdout.split()[0]
+    return {s.name: s for s in wait_for_run(receiver, trace_id, "tasks.add")}
+
+
 def test_one_trace_from_the_post_through_the_fast_publisher_into_the_task(
-    launch: LaunchFn, receiver: OtlpReceiver, traced_env: dict[str, str]
+    launch: LaunchFn, receiver: OtlpReceiver, traced_env: dict[str, str], base_env: dict[str, str]
 ) -> None:
     worker = start_worker(launch, node_name("traced"), "-l", "info", env=traced_env)
     port = free_port()
@@ -83,38 +115,22 @@ def test_one_trace_from_the_post_through_the_fast_publisher_into_the_task(
     ran = [rec for rec in lines if rec.get("task_id") == task_id and "trace_id" in rec]
     assert ran and {rec["trace_id"] for rec in ran} == {http.trace_id}, lines[-5:]
 
-
-CLIENT = """
-from opentelemetry import trace
-from internal.config.setting import get_settings
-from internal.infra.celery import build_celery_client
-from pkg.tracing import start_tracing
-
-assert start_tracing("client")
-client = build_celery_client(get_settings())
-with trace.get_tracer("test").start_as_current_span("client request") as span:
-    print(format(span.get_span_context().trace_id, "032x"), flush=True)
-    result = client.submit(task_name="tasks.add", kwargs={"x": 2, "y": 2})
-assert result.get(timeout=20) == 4
-trace.get_tracer_provider().force_flush()
-"""
+    # The API makes its publish span itself (pkg.tracing.publish_tracing): the same span the
+    # Celery instrumentation makes for CeleryClient.submit, attribute for attribute.
+    celery_made = submit_from_a_client(receiver, {**base_env, **traced_env})[
+        "apply_async/tasks.add"
+    ]
+    ours, theirs = dict(publish.attributes), dict(celery_made.attributes)
+    assert ours.pop("messaging.message.id") == task_id
+    theirs.pop("messaging.message.id")
+    assert ours == theirs
 
 
 def test_one_trace_through_celery_client_submit_into_the_task(
     launch: LaunchFn, receiver: OtlpReceiver, traced_env: dict[str, str], base_env: dict[str, str]
 ) -> None:
     start_worker(launch, node_name("traced"), "-l", "info", env=traced_env)
-    script = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CLIENT)],
-        cwd=REPO_ROOT,
-        env={**os.environ, **base_env, **traced_env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert script.returncode == 0, script.stderr
-    trace_id = script.stdout.split()[0]
-    spans = {s.name: s for s in wait_for_run(receiver, trace_id, "tasks.add")}
+    spans = submit_from_a_client(receiver, {**base_env, **traced_env})
     assert spans["client request"].service == "client"
     assert spans["apply_async/tasks.add"].parent_id == spans["client request"].span_id
     assert spans["run/tasks.add"].parent_id == spans["apply_async/tasks.add"].span_id

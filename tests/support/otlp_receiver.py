@@ -22,6 +22,7 @@ class Span:
     name: str
     kind: str
     service: str
+    attributes: dict[str, object]
 
 
 class OtlpReceiver:
@@ -69,6 +70,10 @@ def decode(request: ExportTraceServiceRequest) -> list[Span]:
                         name=span.name,
                         kind=ProtoSpan.SpanKind.Name(span.kind),
                         service=attributes.get("service.name", ""),
+                        attributes={
+                            a.key: getattr(a.value, a.value.WhichOneof("value") or "string_value")
+                            for a in span.attributes
+                        },
                     )
                 )
     return out
