@@ -1,4 +1,4 @@
-"""Container healthchecks: ``python services/healthcheck.py api|worker|beat|flower``.
+"""Container healthchecks: ``python services/healthcheck.py api|api-ready|worker|beat|flower``.
 
 Exit 0 when healthy. Every probe is cheap (no Celery import): HTTP via the stdlib (the images
 have no curl); the worker by the age of the file it touches at each heartbeat, instead of a
@@ -47,18 +47,20 @@ def check(service: str) -> bool:
     settings = get_settings()
     if service == "api":
         return http_ok(settings.api_port, "/healthz")
+    if service == "api-ready":  # the broker answers (Kubernetes readiness); no worker asked
+        return http_ok(settings.api_port, "/readyz?workers=false")
     if service == "flower":
         return http_ok(settings.flower_port, "/healthcheck")
     if service == "worker":
         return worker_alive()
     if service == "beat":
         return heartbeat_fresh()
-    raise SystemExit(f"unknown service {service!r}: use api, worker, beat or flower")
+    raise SystemExit(f"unknown service {service!r}: use api, api-ready, worker, beat or flower")
 
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:
-        raise SystemExit("usage: healthcheck.py api|worker|beat|flower")
+        raise SystemExit("usage: healthcheck.py api|api-ready|worker|beat|flower")
     try:
         healthy = check(sys.argv[1])
     except (OSError, ValueError) as exc:

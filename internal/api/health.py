@@ -20,8 +20,10 @@ async def healthz() -> Health:
 
 
 @router.get("/readyz", responses={503: {"model": Readiness}})
-async def readyz(store: StoreDep) -> JSONResponse:
-    """Readiness: the broker answers and at least one worker answers a ping."""
+async def readyz(store: StoreDep, workers: bool = True) -> JSONResponse:
+    """Readiness: the broker answers and at least one worker answers a ping. With
+    ``?workers=false``, the broker alone (Kubernetes' readiness probe: workers scaled to zero
+    must not take the API out of its Service)."""
     timeout = store.settings.readiness_timeout_seconds
     client = store.client
     checks: dict[str, str] = {}
@@ -34,16 +36,16 @@ async def readyz(store: StoreDep) -> JSONResponse:
         checks["broker"] = "ok"
     except HTTPException as exc:
         checks["broker"] = str(exc.detail)
-    if checks["broker"] == "ok":
-        workers = await off_loop(
+    if workers and checks["broker"] == "ok":
+        answered = await off_loop(
             lambda: client.ping_workers(timeout),
             timeout=timeout + 1,
             what="worker ping",
         )
         checks["workers"] = (
-            f"ok ({len(workers)})" if workers else f"no worker answered within {timeout:g} s"
+            f"ok ({len(answered)})" if answered else f"no worker answered within {timeout:g} s"
         )
-    else:
+    elif workers:
         checks["workers"] = "not checked: broker unavailable"
     ready = all(v.startswith("ok") for v in checks.values())
     body = Readiness(status="ready" if ready else "unavailable", checks=checks)

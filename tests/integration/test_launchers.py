@@ -134,16 +134,9 @@ def test_beat_is_healthy_while_no_worker_runs_its_heartbeat(
            "BEAT_SCHEDULE_DIR": str(tmp_path / "beat")}  # fmt: skip
     launch("run_celery_beat.py", env=env).wait_for_output("Sending due task heartbeat")
 
-    def healthy() -> bool:
-        probe = subprocess.run(
-            [sys.executable, "services/healthcheck.py", "beat"],
-            env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
-        )  # fmt: skip
-        return probe.returncode == 0
-
-    wait_until(healthy, timeout=15, what="beat healthy with no worker")
+    wait_until(lambda: probe("beat", env) == 0, timeout=15, what="beat healthy with no worker")
     time.sleep(3.5)  # three intervals: every heartbeat sent so far has expired unrun
-    assert healthy()
+    assert probe("beat", env) == 0
 
 
 def start_flower_with_auth(launch: LaunchFn) -> str:
@@ -177,6 +170,26 @@ def test_api_launcher_flags_win(launch: LaunchFn) -> None:
         what="the API",
     )
     assert "Uvicorn running" not in proc.output  # info lines are off at warning level
+
+
+def probe(service: str, env: dict[str, str]) -> int:
+    return subprocess.run(
+        [sys.executable, "services/healthcheck.py", service],
+        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
+    ).returncode  # fmt: skip
+
+
+def test_the_api_is_live_without_redis_and_ready_only_with_it(
+    launch: LaunchFn, redis_server: Redis
+) -> None:
+    """Kubernetes' probes: liveness (api) asks nothing of Redis, readiness (api-ready) does;
+    neither asks for a worker (none runs here)."""
+    for redis_url, ready in ((redis_server.url(7), 0), (f"redis://127.0.0.1:{free_port()}/0", 1)):
+        port = str(free_port())
+        env = {"REDIS_URL": redis_url, "API_PORT": port}
+        launch("run_api.py", "--port", port, env=env)
+        wait_until(lambda: probe("api", env) == 0, timeout=30, what="the API live")  # noqa: B023
+        assert probe("api-ready", env) == ready
 
 
 def test_flower_refuses_to_start_in_prod_without_credentials(launch: LaunchFn) -> None:
