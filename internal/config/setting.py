@@ -8,14 +8,16 @@ then the defaults below. ``REDIS_URL`` is the single source of the broker and th
 from __future__ import annotations
 
 import os
+import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     AnyHttpUrl,
     Field,
+    FilePath,
     PositiveFloat,
     PositiveInt,
     RedisDsn,
@@ -46,6 +48,13 @@ class Settings(BaseSettings):
     redis_password: SecretStr | None = None
     celery_broker_url: RedisDsn | None = None
     celery_result_backend: RedisDsn | None = None
+    # TLS (rediss:// URLs): the CA that signed Redis's certificate (unset: the system's), and
+    # this client's certificate and key when Redis asks for one (tls-auth-clients). Paths to
+    # files, e.g. secret files under /run/secrets. Every client uses them: Celery's broker and
+    # backend, the API's async clients, Flower, the healthchecks.
+    redis_tls_ca_file: FilePath | None = None
+    redis_tls_cert_file: FilePath | None = None
+    redis_tls_key_file: FilePath | None = None
 
     # The API's Prometheus metrics on a port of their own (compose: 9100, not published); unset,
     # none are served.
@@ -145,8 +154,25 @@ class Settings(BaseSettings):
         user, _, host = parts.netloc.rpartition("@")
         return urlunsplit(parts._replace(netloc=f"{user}:{password}@{host}"))
 
+    def redis_tls(self, url: str) -> dict[str, Any]:
+        """redis-py's TLS options for a client of ``url`` (none for ``redis://``): the
+        certificate is always verified."""
+        if urlsplit(url).scheme != "rediss":
+            return {}
+        options: dict[str, Any] = {"ssl_cert_reqs": ssl.CERT_REQUIRED}
+        files = {"ssl_ca_certs": self.redis_tls_ca_file, "ssl_certfile": self.redis_tls_cert_file,
+                 "ssl_keyfile": self.redis_tls_key_file}  # fmt: skip
+        options.update({key: str(path) for key, path in files.items() if path is not None})
+        return options
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
+        urls = (self.redis_url, self.celery_broker_url, self.celery_result_backend)
+        tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
+        if any(tls_files) and not any(u is not None and u.scheme == "rediss" for u in urls):
+            raise ValueError("REDIS_TLS_* files are set but no Redis URL is rediss://")
+        if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
+            raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("TASK_SOFT_TIME_LIMIT must be below TASK_TIME_LIMIT")
         if self.broker_transport == "kombu" and self.visibility_timeout <= self.task_time_limit:

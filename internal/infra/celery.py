@@ -34,6 +34,9 @@ def build_celery_client(settings: Settings, tasks: TaskCatalog = TASKS) -> Celer
             "worker_concurrency": settings.worker_concurrency,
             "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
             "worker_send_task_events": settings.worker_task_events,
+            # rediss://: the same TLS files for the broker and the backend as for every client.
+            "broker_use_ssl": settings.redis_tls(settings.broker_url) or None,
+            "redis_backend_use_ssl": settings.redis_tls(settings.result_backend) or None,
             # The API's record of a task expires with the task's result (same Redis only).
             RESULT_COMPANION_KEY: SUBMITTED_TASK_KEY
             if settings.app_redis_url == settings.result_backend

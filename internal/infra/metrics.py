@@ -16,7 +16,9 @@ from pkg.queue_metrics import QueueCollector
 
 def register_app_metrics(settings: Settings) -> None:
     broker = redis.Redis.from_url(
-        settings.broker_url, socket_timeout=settings.readiness_timeout_seconds
+        settings.broker_url,
+        socket_timeout=settings.readiness_timeout_seconds,
+        **settings.redis_tls(settings.broker_url),
     )
     letters = dead_letter_box(settings)
 

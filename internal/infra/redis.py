@@ -39,6 +39,7 @@ def get_redis() -> redis.Redis:
             socket_timeout=settings.api_broker_timeout_seconds,
             health_check_interval=30,
             decode_responses=True,
+            **settings.redis_tls(settings.app_redis_url),
         )
     return _client
 
@@ -61,5 +62,6 @@ def new_async_redis(url: str, max_connections: int, settings: Settings) -> aiore
         socket_connect_timeout=settings.readiness_timeout_seconds,
         socket_timeout=settings.api_broker_timeout_seconds,
         health_check_interval=30,
+        **settings.redis_tls(url),
     )
     return aioredis.Redis(connection_pool=pool)

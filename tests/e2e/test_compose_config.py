@@ -122,3 +122,29 @@ def test_docker_waits_for_the_api_to_drain(profile: str, suffix: str) -> None:
     api = Stack(Path(REPO_ROOT), profile=profile).config()["services"][f"api{suffix}"]
     grace = api.get("stop_grace_period", "10s")
     assert grace.endswith("s") and float(grace[:-1]) >= GRACEFUL_SHUTDOWN_SECONDS + 3, grace
+
+
+TLS_SECRETS = ("redis_ca_crt", "redis_server_crt", "redis_server_key", "redis_client_crt",
+               "redis_client_key")  # fmt: skip
+
+
+def test_the_tls_variant_gives_every_client_tls_as_the_app_user(tmp_path: Path) -> None:
+    """compose.tls.yaml over the prod stack (tests/e2e/test_redis_tls.py runs its Redis)."""
+    write_secrets(tmp_path, **dict.fromkeys(TLS_SECRETS, "placeholder"))
+    stack = Stack(Path(REPO_ROOT), profile="prod", env={
+        "COMPOSE_FILE": "compose.yaml:compose.tls.yaml", "SECRETS_DIR": str(tmp_path / "secrets"),
+    })  # fmt: skip
+    services = stack.config()["services"]
+    for name in CELERY_SPEAKING:
+        service = services[f"{name}-prod"]
+        environment = service["environment"]
+        assert environment["REDIS_URL"] == "rediss://app@redis-prod:6379/0", name
+        mounted = {s["source"] for s in service["secrets"]}
+        assert {"redis_password", "redis_ca_crt", "redis_client_crt", "redis_client_key"} <= mounted
+        for key in ("REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE"):
+            assert environment[key].removeprefix("/run/secrets/") in mounted, (name, key)
+    redis = services["redis-prod"]
+    assert "--aclfile /tmp/users.acl" in redis["command"][-1]
+    assert {"/data", "/etc/redis-tls"} <= {v["target"] for v in redis["volumes"]}
+    # Published for other hosts, but on loopback until REDIS_BIND_ADDRESS opens it.
+    assert [(p["host_ip"], p["target"]) for p in redis["ports"]] == [("127.0.0.1", 6379)]

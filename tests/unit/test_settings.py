@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from internal.config.setting import (
 SETTINGS_VARS = (
     "APP_ENV", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WORKER_CONCURRENCY",
     "RELOAD", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT",
-    "VISIBILITY_TIMEOUT",
+    "VISIBILITY_TIMEOUT", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE",
 )  # fmt: skip
 
 
@@ -120,3 +121,54 @@ def test_mask_url() -> None:
     assert mask_url("redis://:pw@redis:6379/0") == "redis://:***@redis:6379/0"
     assert mask_url("redis://user:pw@redis/0") == "redis://user:***@redis/0"
     assert mask_url("redis://redis:6379/0") == "redis://redis:6379/0"
+
+
+def test_rediss_clients_verify_with_the_tls_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in ("ca", "cert", "key"):
+        (tmp_path / name).write_text("pem")
+        monkeypatch.setenv(f"REDIS_TLS_{name.upper()}_FILE", str(tmp_path / name))
+    monkeypatch.setenv("REDIS_URL", "rediss://app@redis:6379/0")
+    monkeypatch.setenv("REDIS_PASSWORD", "pw")
+    s = load_settings()
+    assert s.broker_url == "rediss://app:pw@redis:6379/0"
+    assert s.redis_tls(s.broker_url) == {
+        "ssl_cert_reqs": ssl.CERT_REQUIRED,
+        "ssl_ca_certs": str(tmp_path / "ca"),
+        "ssl_certfile": str(tmp_path / "cert"),
+        "ssl_keyfile": str(tmp_path / "key"),
+    }
+    assert s.redis_tls("redis://other:6379/0") == {}  # a plaintext URL gets no TLS options
+
+
+@pytest.mark.parametrize(
+    ("url", "variables", "message"),
+    [
+        (
+            "redis://redis:6379/0",
+            ("CA",),
+            "REDIS_TLS_* files are set but no Redis URL is rediss://",
+        ),
+        (
+            "rediss://redis:6379/0",
+            ("CERT",),
+            "REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together",
+        ),
+        ("rediss://redis:6379/0", ("MISSING",), "REDIS_TLS_CA_FILE"),
+    ],
+)
+def test_bad_tls_settings_stop_start_naming_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, url: str, variables: tuple[str, ...],
+    message: str,
+) -> None:  # fmt: skip
+    (tmp_path / "pem").write_text("pem")
+    monkeypatch.setenv("REDIS_URL", url)
+    for variable in variables:
+        if variable == "MISSING":
+            monkeypatch.setenv("REDIS_TLS_CA_FILE", str(tmp_path / "no-such-file"))
+        else:
+            monkeypatch.setenv(f"REDIS_TLS_{variable}_FILE", str(tmp_path / "pem"))
+    with pytest.raises(SettingsError) as info:
+        load_settings()
+    assert message in str(info.value.code)
