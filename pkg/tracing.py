@@ -4,11 +4,11 @@ Set ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) 
 process exports its spans there over OTLP/HTTP; the other standard ``OTEL_*`` variables
 (``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...) apply as
 the SDK reads them. Celery and Redis are instrumented by the OpenTelemetry instrumentations,
-the API's requests by ``pkg.trace_requests.TraceRequests``. A publish carries its trace context in
-the message's top-level headers (``traceparent``), where the Celery instrumentation of the
-worker reads it: Celery's own publish puts it there, and so does the API's publisher (it fires
-``before_task_publish`` before it serializes the headers). So one trace runs from the HTTP
-request through the publish into the worker's run of the task.
+the API's requests by ``pkg.trace_requests.TraceRequests``. A publish carries its trace
+context in the message's top-level headers (``traceparent``), where the Celery instrumentation
+of the worker reads it: Celery's own publish puts it there (the instrumentation's publish
+signal handlers), and so does the API's publisher (``publish_tracing``). So one trace runs from
+the HTTP request through the publish into the worker's run of the task.
 """
 
 from __future__ import annotations
