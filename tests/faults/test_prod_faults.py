@@ -27,7 +27,10 @@ GRACE = Settings().shutdown_grace_seconds
 
 @pytest.fixture(scope="module")
 def stack(images: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    s = start_prod_stack(tmp_path_factory)
+    # The app and Redis: no fault here involves Prometheus (tests/e2e watches its alerts).
+    s = start_prod_stack(
+        tmp_path_factory, services=("api-prod", "worker-prod", "beat-prod", "flower-prod")
+    )
     try:
         yield s
     finally:
