@@ -46,11 +46,10 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-def _up(stack: Stack, services: tuple[str, ...] = ()) -> float:
-    """Start the stack (only ``services`` and what they depend on, if given), healthy."""
+def _up(stack: Stack) -> float:
     started = time.monotonic()
     try:
-        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", *services, timeout=300)
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300)
     except AssertionError:
         print(stack.compose("logs", "--no-color", "--tail", "60", check=False).stdout)
         stack.down()
@@ -71,13 +70,8 @@ def dev_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack.down()
 
 
-def start_prod_stack(
-    tmp_path_factory: pytest.TempPathFactory,
-    extra_settings: str = "",
-    services: tuple[str, ...] = (),
-) -> Stack:
-    """A prod stack from a copy of the repo; ``extra_settings`` lines go into its .env.prod;
-    ``services``: only these (and what they depend on), else all."""
+def start_prod_stack(tmp_path_factory: pytest.TempPathFactory, extra_settings: str = "") -> Stack:
+    """A prod stack from a copy of the repo; ``extra_settings`` lines go into its .env.prod."""
     tree = copy_repo(tmp_path_factory.mktemp("prod") / "repo")
     write_secrets(tree)
     if extra_settings:
@@ -89,12 +83,13 @@ def start_prod_stack(
         "PROMETHEUS_PORT": str(free_port()),
     }
     stack = Stack(tree, profile="prod", env=env)
-    print(f"\nprod stack: up to healthy in {_up(stack, services):.1f} s")
+    print(f"\nprod stack: up to healthy in {_up(stack):.1f} s")
     return stack
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prod_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """One prod stack for tests/e2e and then tests/faults (starting one takes 40 s of CI)."""
     stack = start_prod_stack(tmp_path_factory)
     try:
         yield stack
