@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,6 +17,7 @@ from internal.config.setting import Settings
 from internal.infra.redis import ORDER_ATTEMPTS_KEY, ORDERS_KEY
 from tests.support.processes import wait_until
 from tests.support.stack import Stack
+from tests.support.stack_fixtures import start_prod_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -23,11 +25,16 @@ LEASE = Settings().lease_seconds
 GRACE = Settings().shutdown_grace_seconds
 
 
-@pytest.fixture
-def stack(prod_stack: Stack) -> Stack:
-    """The session's prod stack (tests/e2e ran on it first): each test here clears the keys it
-    counts, and leaves the worker running."""
-    return prod_stack
+@pytest.fixture(scope="module")
+def stack(images: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # The app and Redis: no fault here involves Prometheus (tests/e2e watches its alerts).
+    s = start_prod_stack(
+        tmp_path_factory, services=("api-prod", "worker-prod", "beat-prod", "flower-prod")
+    )
+    try:
+        yield s
+    finally:
+        s.down()
 
 
 def api(stack: Stack) -> str:

@@ -46,10 +46,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tree
 
 
-def _up(stack: Stack) -> float:
+def _up(stack: Stack, services: tuple[str, ...] = ()) -> float:
+    """Start the stack (only ``services`` and what they depend on, if given), healthy."""
     started = time.monotonic()
     try:
-        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", timeout=300)
+        stack.compose("up", "-d", "--wait", "--wait-timeout", "180", *services, timeout=300)
     except AssertionError:
         print(stack.compose("logs", "--no-color", "--tail", "60", check=False).stdout)
         stack.down()
@@ -70,8 +71,13 @@ def dev_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         stack.down()
 
 
-def start_prod_stack(tmp_path_factory: pytest.TempPathFactory, extra_settings: str = "") -> Stack:
-    """A prod stack from a copy of the repo; ``extra_settings`` lines go into its .env.prod."""
+def start_prod_stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    extra_settings: str = "",
+    services: tuple[str, ...] = (),
+) -> Stack:
+    """A prod stack from a copy of the repo; ``extra_settings`` lines go into its .env.prod;
+    ``services``: only these (and what they depend on), else all."""
     tree = copy_repo(tmp_path_factory.mktemp("prod") / "repo")
     write_secrets(tree)
     if extra_settings:
@@ -83,13 +89,12 @@ def start_prod_stack(tmp_path_factory: pytest.TempPathFactory, extra_settings: s
         "PROMETHEUS_PORT": str(free_port()),
     }
     stack = Stack(tree, profile="prod", env=env)
-    print(f"\nprod stack: up to healthy in {_up(stack):.1f} s")
+    print(f"\nprod stack: up to healthy in {_up(stack, services):.1f} s")
     return stack
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def prod_stack(images: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """One prod stack for tests/e2e and then tests/faults (starting one takes 40 s of CI)."""
     stack = start_prod_stack(tmp_path_factory)
     try:
         yield stack
