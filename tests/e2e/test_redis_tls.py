@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import ssl
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from redis.exceptions import NoPermissionError
 from redis.retry import Retry
 
 from tests.conftest import LaunchFn, node_name, start_worker
-from tests.support.processes import REPO_ROOT, free_port, wait_until
+from tests.support.processes import REPO_ROOT, free_port, healthcheck, wait_until
 from tests.support.stack import Stack, require_docker
 from tests.support.stack_fixtures import write_secrets
 
@@ -61,12 +60,8 @@ class TlsRedis:
     port: int
     certs: Path
 
-    def url(self, user: str = "app", db: int = 0) -> str:
-        return (
-            f"rediss://{user}@127.0.0.1:{self.port}/{db}"
-            if user
-            else (f"rediss://127.0.0.1:{self.port}/{db}")
-        )
+    def url(self, db: int = 0) -> str:
+        return f"rediss://app@127.0.0.1:{self.port}/{db}"
 
     def env(self, db: int = 0) -> dict[str, str]:
         return {
@@ -154,13 +149,6 @@ def test_the_stack_works_over_tls_as_its_own_user(launch: LaunchFn, tls_redis: T
 
     metrics = wait_until(scraped, timeout=30, what="Flower's metrics over TLS")
     assert 'celery_queue_length{queue="default"}' in metrics
-
-
-def healthcheck(service: str, env: dict[str, str]) -> int:
-    return subprocess.run(
-        [sys.executable, "services/healthcheck.py", service],
-        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
-    ).returncode  # fmt: skip
 
 
 def test_plaintext_is_refused(tls_redis: TlsRedis) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from pkg.celery_task import CeleryClient
 from tests.conftest import LaunchFn, node_name, start_worker
-from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
+from tests.support.processes import REPO_ROOT, Redis, free_port, healthcheck, wait_until
 
 
 def inspect(client: CeleryClient, name: str) -> tuple[list[str], dict[str, Any]]:
@@ -134,9 +133,11 @@ def test_beat_is_healthy_while_no_worker_runs_its_heartbeat(
            "BEAT_SCHEDULE_DIR": str(tmp_path / "beat")}  # fmt: skip
     launch("run_celery_beat.py", env=env).wait_for_output("Sending due task heartbeat")
 
-    wait_until(lambda: probe("beat", env) == 0, timeout=15, what="beat healthy with no worker")
+    wait_until(
+        lambda: healthcheck("beat", env) == 0, timeout=15, what="beat healthy with no worker"
+    )
     time.sleep(3.5)  # three intervals: every heartbeat sent so far has expired unrun
-    assert probe("beat", env) == 0
+    assert healthcheck("beat", env) == 0
 
 
 def start_flower_with_auth(launch: LaunchFn) -> str:
@@ -172,13 +173,6 @@ def test_api_launcher_flags_win(launch: LaunchFn) -> None:
     assert "Uvicorn running" not in proc.output  # info lines are off at warning level
 
 
-def probe(service: str, env: dict[str, str]) -> int:
-    return subprocess.run(
-        [sys.executable, "services/healthcheck.py", service],
-        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
-    ).returncode  # fmt: skip
-
-
 def test_the_api_is_live_without_redis_and_ready_only_with_it(
     launch: LaunchFn, redis_server: Redis
 ) -> None:
@@ -188,8 +182,8 @@ def test_the_api_is_live_without_redis_and_ready_only_with_it(
         port = str(free_port())
         env = {"REDIS_URL": redis_url, "API_PORT": port}
         launch("run_api.py", "--port", port, env=env)
-        wait_until(lambda: probe("api", env) == 0, timeout=30, what="the API live")  # noqa: B023
-        assert probe("api-ready", env) == ready
+        wait_until(lambda: healthcheck("api", env) == 0, timeout=30, what="the API live")  # noqa: B023
+        assert healthcheck("api-ready", env) == ready
 
 
 def test_flower_refuses_to_start_in_prod_without_credentials(launch: LaunchFn) -> None:

@@ -140,3 +140,11 @@ class Launched:
             code = self.proc.wait()
         self._log.close()
         return code
+
+
+def healthcheck(service: str, env: Mapping[str, str]) -> int:
+    """``services/healthcheck.py <service>`` with ``env`` added: its exit code (0: healthy)."""
+    return subprocess.run(
+        [sys.executable, "services/healthcheck.py", service],
+        env={**os.environ, **env}, cwd=REPO_ROOT, capture_output=True, timeout=30,
+    ).returncode  # fmt: skip
