@@ -16,18 +16,22 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task, signals, states
-from celery.backends.redis import RedisBackend
+from celery.backends.redis import RedisBackend, SentinelBackend
 from celery.exceptions import BackendStoreError
 from celery.result import AsyncResult
 from kombu.utils.encoding import bytes_to_str
 
+from pkg.redis_sentinel import SentinelUrl, is_sentinel
 from pkg.revoke_store import RevokeStore
 
 # Celery's Redis result backend with fewer round trips, chosen through the backend URL.
 RESULT_BACKEND_CLASS = "pkg.celery_task:RedisResultBackend"
+SENTINEL_RESULT_BACKEND_CLASS = "pkg.celery_task:SentinelResultBackend"
 # kombu's Redis transport with leases (pkg/redis_transport.py), chosen by Celery's
-# broker_transport setting; kombu imports it by this path.
+# broker_transport setting; kombu imports it by this path. Its Sentinel variant for
+# sentinel:// broker URLs.
 LEASED_TRANSPORT = "pkg.redis_transport:Transport"
+LEASED_SENTINEL_TRANSPORT = "pkg.redis_transport:SentinelTransport"
 # Below this a keeper's renewals (every fifth of a lease) get too close to Redis round trips.
 MIN_LEASE_SECONDS = 3.0
 
@@ -40,7 +44,7 @@ READY_STATES = frozenset({"SUCCESS", "FAILURE", "REVOKED"})
 
 def visibility_window(conf: Any) -> float | None:
     """kombu's visibility timeout when its own transport runs; None with leases (no window)."""
-    if conf.broker_transport == LEASED_TRANSPORT:
+    if conf.broker_transport in (LEASED_TRANSPORT, LEASED_SENTINEL_TRANSPORT):
         return None
     return float(conf.broker_transport_options.get("visibility_timeout", 3600))
 
@@ -179,12 +183,44 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
         script(keys=keys, args=[value, int(expires)])
 
 
+class SentinelResultBackend(RedisResultBackend, SentinelBackend):  # type: ignore[misc]
+    """``RedisResultBackend`` on a Sentinel group (Celery's Sentinel backend finds the master:
+    ``sentinel://`` URLs and the ``master_name`` in result_backend_transport_options)."""
+
+
 def with_result_backend_class(url: str) -> str:
-    """A ``redis://`` / ``rediss://`` result backend URL in the form by which Celery picks a
-    backend class itself (``module:Class+url``): ``RedisResultBackend`` for Redis URLs."""
+    """A result backend URL in the form by which Celery picks a backend class itself
+    (``module:Class+url``): ``RedisResultBackend`` for ``redis://`` / ``rediss://`` URLs, and
+    ``SentinelResultBackend`` with Celery's own form of a ``sentinel://`` URL."""
+    if is_sentinel(url):
+        return f"{SENTINEL_RESULT_BACKEND_CLASS}+{SentinelUrl.parse(url).kombu_url()}"
     if url.split("://", 1)[0] in ("redis", "rediss"):
         return f"{RESULT_BACKEND_CLASS}+{url}"
     return url
+
+
+def sentinel_settings(
+    conf: Any, broker_url: str, backend_url: str, sentinel_kwargs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """What ``sentinel://`` URLs (``pkg/redis_sentinel.py``) change in Celery's settings: the
+    master names and the sentinels' own connection options for the broker and the backend,
+    and the Sentinel variant of the leased transport."""
+    changes: dict[str, Any] = {}
+    if is_sentinel(broker_url):
+        options = SentinelUrl.parse(broker_url).transport_options(dict(sentinel_kwargs))
+        changes["broker_transport_options"] = {**conf.broker_transport_options, **options}
+        if conf.broker_transport == LEASED_TRANSPORT:
+            changes["broker_transport"] = LEASED_SENTINEL_TRANSPORT
+    if is_sentinel(backend_url):
+        options = SentinelUrl.parse(backend_url).transport_options(dict(sentinel_kwargs))
+        current = conf.result_backend_transport_options
+        changes["result_backend_transport_options"] = {**current, **options}
+    return changes
+
+
+def broker_url_for_kombu(url: str) -> str:
+    """kombu's form of a ``sentinel://`` URL; other URLs as they are."""
+    return SentinelUrl.parse(url).kombu_url() if is_sentinel(url) else url
 
 
 class ExitCodeCelery(Celery):  # type: ignore[misc]
@@ -335,18 +371,26 @@ class CeleryClient:
         beat_schedule: Mapping[str, Mapping[str, Any]] | None = None,
         limits: TaskLimits | None = None,
         overrides: Mapping[str, Any] | None = None,
+        sentinel_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
+        """``broker_url`` and ``backend_url``: ``redis://``, ``rediss://`` or ``sentinel://``
+        (``pkg/redis_sentinel.py``; ``sentinel_kwargs``: how to talk to the sentinels)."""
         self.default_queue = default_queue
         self.limits = limits or TaskLimits()
         self.app = ExitCodeCelery(
             name,
-            broker=broker_url,
+            broker=broker_url_for_kombu(broker_url),
             backend=with_result_backend_class(backend_url or broker_url),
             include=list(include),
             task_cls=BaseTask,
             set_as_current=False,
         )
         self.app.conf.update(production_defaults(self.limits, default_queue))
+        self.app.conf.update(
+            sentinel_settings(
+                self.app.conf, broker_url, backend_url or broker_url, sentinel_kwargs or {}
+            )
+        )
         self.app.conf.task_routes = dict(routes or {})
         self.app.conf.beat_schedule = dict(beat_schedule or {})
         self.app.conf.update(dict(overrides or {}))

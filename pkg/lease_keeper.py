@@ -52,9 +52,23 @@ def stdin_closed(timeout: float) -> bool:
     return bool(ready) and not os.read(sys.stdin.fileno(), 4096)
 
 
+def connect(params: dict[str, Any], sentinel: dict[str, Any] | None = None) -> redis.Redis:
+    """A client of the Redis in ``params``; with ``sentinel`` (sentinels, master_name,
+    sentinel_kwargs), of that Sentinel group's master, found again after a failover."""
+    if sentinel is None:
+        return redis.Redis(**params)
+    from redis.sentinel import Sentinel
+
+    sentinels = [(host, int(port)) for host, port in sentinel["sentinels"]]
+    # redis-py's Sentinel classes carry no type hints.
+    group = Sentinel(sentinels, sentinel_kwargs=sentinel["sentinel_kwargs"], **params)  # type: ignore[no-untyped-call]
+    client: redis.Redis = group.master_for(sentinel["master_name"])  # type: ignore[no-untyped-call]
+    return client
+
+
 def run(config: dict[str, Any]) -> int:
     parent = os.getppid()
-    client = redis.Redis(**config["redis"])
+    client = connect(config["redis"], config.get("sentinel"))
     renew = client.register_script(RENEW_LUA)
     keys = [config["owner_key"], config["index_key"]]
     every = float(config["renew_seconds"])

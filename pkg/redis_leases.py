@@ -32,6 +32,8 @@ from typing import IO, Any
 import redis
 from kombu.utils.encoding import bytes_to_str
 
+from pkg.lease_keeper import connect
+
 KEEPER_SCRIPT = Path(__file__).with_name("lease_keeper.py")
 # Renewals per lease: a keeper may miss four in a row (a loaded machine, a slow Redis) before
 # its messages expire.
@@ -121,7 +123,13 @@ class Leases:
         self.pid = os.getpid()
         self.owner_key = f"unacked_owner.{socket.gethostname()}.{self.pid}.{secrets.token_hex(4)}"
         self.connparams = connparams
-        self.client = redis.Redis(connection_pool=redis.ConnectionPool(**connparams))
+        # A Sentinel group (``"sentinel"``: its sentinels, master name and their kwargs): a
+        # client that finds the master again after a failover, as the keeper's does.
+        self.sentinel: dict[str, Any] | None = connparams.get("sentinel")
+        if self.sentinel is None:
+            self.client = redis.Redis(connection_pool=redis.ConnectionPool(**connparams))
+        else:
+            self.client = connect(self._keeper_params(), self.sentinel)
         self._append = self.client.register_script(APPEND_LUA)
         self._ack = self.client.register_script(ACK_LUA)
         self._keys = [keys.index, keys.unacked, self.owner_key]
@@ -185,16 +193,25 @@ class Leases:
             self.keep_acks(tags)
             raise
 
+    def _keeper_params(self) -> dict[str, Any]:
+        """The connection parameters as JSON (no classes): the keeper's, and for a Sentinel
+        group those of its master (the sentinels name the host)."""
+        params = {k: v for k, v in self.connparams.items() if k in KEEPER_PARAMS}
+        if self.connparams.get("connection_class") is redis.SSLConnection:
+            params["ssl"] = True
+        if self.sentinel is not None:
+            params.pop("host", None)
+            params.pop("port", None)
+        return params
+
     def ensure_keeper(self) -> None:
         """Start the keeper, or start it again if it died (its leases would run out)."""
         with self._keeper_lock:
             if self._keeper is not None and self._keeper.poll() is None:
                 return
-            params = {k: v for k, v in self.connparams.items() if k in KEEPER_PARAMS}
-            if self.connparams.get("connection_class") is redis.SSLConnection:
-                params["ssl"] = True
             config = {
-                "redis": params,
+                "redis": self._keeper_params(),
+                "sentinel": self.sentinel,
                 "owner_key": self.owner_key,
                 "index_key": self.keys.index,
                 "renew_seconds": self.keys.lease_seconds / RENEWALS_PER_LEASE,
@@ -217,7 +234,8 @@ _registry_lock = threading.Lock()
 
 def _registry_key(connparams: dict[str, Any], keys: LeaseKeys) -> tuple[Any, ...]:
     target = tuple(connparams.get(k) for k in ("host", "port", "path", "db"))
-    return (*target, keys.index, keys.unacked)
+    master = (connparams.get("sentinel") or {}).get("master_name")
+    return (*target, master, keys.index, keys.unacked)
 
 
 def _this_process() -> dict[tuple[Any, ...], Leases]:

@@ -35,6 +35,7 @@ import os
 from queue import Empty
 from time import monotonic
 from typing import Any
+from urllib.parse import urlsplit
 
 import kombu
 from kombu.transport import redis as kombu_redis
@@ -94,7 +95,7 @@ class QoS(kombu_redis.QoS):
         """This process's leases for the channel's Redis and keys (kept after the channel
         closes: an ack of a task that outlived its channel still goes through)."""
         if self._leases is None or self._leases.pid != os.getpid():
-            self._leases = leases_for(self.channel._connparams(), self._lease_keys())
+            self._leases = leases_for(self.channel.lease_params(), self._lease_keys())
         return self._leases
 
     def known_leases(self) -> Leases | None:
@@ -102,7 +103,7 @@ class QoS(kombu_redis.QoS):
         if self._leases is not None and self._leases.pid == os.getpid():
             return self._leases
         try:
-            return known_leases(self.channel._connparams(), self._lease_keys())
+            return known_leases(self.channel.lease_params(), self._lease_keys())
         except AttributeError:  # a closed channel's connection is gone
             return None
 
@@ -241,6 +242,10 @@ class Channel(kombu_redis.Channel):
                 "pkg.redis_transport does not support global_keyprefix (its scripts name "
                 "their keys); use a Redis database of its own, or BROKER_TRANSPORT=kombu"
             )
+
+    def lease_params(self) -> dict[str, Any]:
+        """Where the leases are kept: this channel's Redis (``pkg.redis_leases``)."""
+        return dict(self._connparams())
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         if no_ack:  # nothing would ever ack what the script records for these
@@ -382,6 +387,35 @@ class Transport(kombu_redis.Transport):
             )
             for channel in getattr(self.cycle, "_channels", ())
         )
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """The leased channel on a Sentinel-managed Redis: kombu's Sentinel channel finds the
+    master; the leases (their own client and the keeper's) follow it through a failover."""
+
+    def lease_params(self) -> dict[str, Any]:
+        params = super().lease_params()
+        sentinels = [
+            (url.hostname, url.port or self.connection.default_port)
+            for url in map(urlsplit, self.connection.client.alt)
+            if url.scheme == "sentinel"
+        ] or [(params["host"], params["port"])]
+        master_name = getattr(self, "master_name", None)
+        if master_name is None:
+            raise ValueError("'master_name' transport option must be specified.")
+        params["sentinel"] = {
+            "sentinels": sentinels,
+            "master_name": master_name,
+            "sentinel_kwargs": dict(getattr(self, "sentinel_kwargs", None) or {}),
+        }
+        return params
+
+
+class SentinelTransport(Transport, kombu_redis.SentinelTransport):
+    """``Transport`` on a Sentinel group (``sentinel://`` URLs and the ``master_name``
+    transport option, as kombu's own Sentinel transport takes them)."""
+
+    Channel = SentinelChannel
 
 
 # The transport an event loop drives in this process (the worker's consumer connection).

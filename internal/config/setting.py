@@ -11,10 +11,11 @@ import os
 import ssl
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
+    AfterValidator,
     AnyHttpUrl,
     Field,
     FilePath,
@@ -22,15 +23,37 @@ from pydantic import (
     PositiveInt,
     RedisDsn,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pkg.redis_sentinel import SentinelUrl, is_sentinel
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 # Docker secrets (compose `secrets:`): one file per setting, e.g. /run/secrets/redis_password.
 SECRETS_DIR = Path("/run/secrets")
 AppEnv = Literal["local", "dev", "prod"]
+_REDIS_DSN = TypeAdapter(RedisDsn)
+
+
+def _redis_url(url: str) -> str:
+    """A ``redis://``/``rediss://`` URL (normalised by pydantic's RedisDsn), or a Sentinel
+    group's ``sentinel://`` URL (``pkg/redis_sentinel.py``); a bad one says what is wrong."""
+    if is_sentinel(url):
+        SentinelUrl.parse(url)
+        return url
+    scheme, found, _ = url.partition("://")
+    if found and scheme not in ("redis", "rediss"):
+        raise ValueError("URL scheme should be 'redis', 'rediss' or 'sentinel'")
+    try:
+        return str(_REDIS_DSN.validate_python(url))
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 
 
 class SettingsError(SystemExit):
@@ -44,10 +67,13 @@ class Settings(BaseSettings):
 
     # Broker and result backend: one Redis unless overridden. REDIS_PASSWORD (or the secret
     # file redis_password) is added to every Redis URL that carries no password of its own.
-    redis_url: RedisDsn = RedisDsn("redis://localhost:6379/0")
+    # A Sentinel-managed Redis: sentinel://host1:26379,host2:26379,host3:26379/<master>/<db>,
+    # and REDIS_SENTINEL_PASSWORD if the sentinels ask for one (their own, not Redis's).
+    redis_url: RedisUrl = "redis://localhost:6379/0"
     redis_password: SecretStr | None = None
-    celery_broker_url: RedisDsn | None = None
-    celery_result_backend: RedisDsn | None = None
+    redis_sentinel_password: SecretStr | None = None
+    celery_broker_url: RedisUrl | None = None
+    celery_result_backend: RedisUrl | None = None
     # TLS (rediss:// URLs): the CA that signed Redis's certificate (unset: the system's), and
     # this client's certificate and key when Redis asks for one (tls-auth-clients). Paths to
     # files, e.g. secret files under /run/secrets. Every client uses them: Celery's broker and
@@ -144,7 +170,7 @@ class Settings(BaseSettings):
     def result_backend(self) -> str:
         return self._authed(self.celery_result_backend or self.redis_url)
 
-    def _authed(self, url: RedisDsn) -> str:
+    def _authed(self, url: str) -> str:
         """The URL with REDIS_PASSWORD added, after the URL's user name if it has one (a Redis
         ACL user): ``redis://app@redis/0`` -> ``redis://app:<password>@redis/0``."""
         parts = urlsplit(str(url))
@@ -165,11 +191,23 @@ class Settings(BaseSettings):
         options.update({key: str(path) for key, path in files.items() if path is not None})
         return options
 
+    def sentinel_kwargs(self) -> dict[str, Any]:
+        """How every client talks to the sentinels themselves: their password, and timeouts
+        (a sentinel that is down must cost a second, not a hang)."""
+        kwargs: dict[str, Any] = {
+            "socket_connect_timeout": self.readiness_timeout_seconds,
+            "socket_timeout": self.readiness_timeout_seconds,
+        }
+        if self.redis_sentinel_password is not None:
+            kwargs["password"] = self.redis_sentinel_password.get_secret_value()
+        return kwargs
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         urls = (self.redis_url, self.celery_broker_url, self.celery_result_backend)
         tls_files = (self.redis_tls_ca_file, self.redis_tls_cert_file, self.redis_tls_key_file)
-        if any(tls_files) and not any(u is not None and u.scheme == "rediss" for u in urls):
+        schemes = {urlsplit(u).scheme for u in urls if u is not None}
+        if any(tls_files) and "rediss" not in schemes:
             raise ValueError("REDIS_TLS_* files are set but no Redis URL is rediss://")
         if (self.redis_tls_cert_file is None) != (self.redis_tls_key_file is None):
             raise ValueError("REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE go together")

@@ -42,6 +42,7 @@ def build_celery_client(settings: Settings, tasks: TaskCatalog = TASKS) -> Celer
             if settings.app_redis_url == settings.result_backend
             else None,
         },
+        sentinel_kwargs=settings.sentinel_kwargs(),
     )
     # Each worker process opens its own Redis connections after fork, and closes them at exit.
     client.on_worker_process_start(reset_redis)

@@ -5,18 +5,19 @@ the broker's memory against its limit (no exporter image can be used here)."""
 
 from __future__ import annotations
 
-import redis
 from prometheus_client import REGISTRY
 
 from internal.config.setting import Settings
 from internal.infra.celery import TASKS, dead_letter_box
 from internal.infra.redis import HEARTBEAT_KEY, get_redis
 from pkg.queue_metrics import QueueCollector
+from pkg.redis_sentinel import sync_client
 
 
 def register_app_metrics(settings: Settings) -> None:
-    broker = redis.Redis.from_url(
+    broker = sync_client(
         settings.broker_url,
+        settings.sentinel_kwargs(),
         socket_timeout=settings.readiness_timeout_seconds,
         **settings.redis_tls(settings.broker_url),
     )

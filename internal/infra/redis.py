@@ -14,6 +14,7 @@ import redis
 import redis.asyncio as aioredis
 
 from internal.config.setting import Settings, get_settings
+from pkg.redis_sentinel import async_client, sync_client
 
 _client: redis.Redis | None = None
 
@@ -33,8 +34,9 @@ def get_redis() -> redis.Redis:
     global _client
     if _client is None:
         settings = get_settings()
-        _client = redis.Redis.from_url(
+        _client = sync_client(
             settings.app_redis_url,
+            settings.sentinel_kwargs(),
             socket_connect_timeout=settings.readiness_timeout_seconds,
             socket_timeout=settings.api_broker_timeout_seconds,
             health_check_interval=30,
@@ -55,8 +57,9 @@ def reset_redis() -> None:
 def new_async_redis(url: str, max_connections: int, settings: Settings) -> aioredis.Redis:
     """An asyncio client whose pool holds at most ``max_connections``: a caller that finds
     them all busy waits for one (up to API_BROKER_TIMEOUT_SECONDS) instead of failing."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    return async_client(
         url,
+        settings.sentinel_kwargs(),
         max_connections=max_connections,
         timeout=settings.api_broker_timeout_seconds,
         socket_connect_timeout=settings.readiness_timeout_seconds,
@@ -64,4 +67,3 @@ def new_async_redis(url: str, max_connections: int, settings: Settings) -> aiore
         health_check_interval=30,
         **settings.redis_tls(url),
     )
-    return aioredis.Redis(connection_pool=pool)

@@ -12,11 +12,13 @@ from internal.config.setting import (
     load_settings,
     mask_url,
 )
+from pkg.redis_sentinel import SentinelUrl
 
 SETTINGS_VARS = (
     "APP_ENV", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND", "WORKER_CONCURRENCY",
     "RELOAD", "FLOWER_BASIC_AUTH", "REDIS_PASSWORD", "TASK_TIME_LIMIT", "TASK_SOFT_TIME_LIMIT",
     "VISIBILITY_TIMEOUT", "REDIS_TLS_CA_FILE", "REDIS_TLS_CERT_FILE", "REDIS_TLS_KEY_FILE",
+    "REDIS_SENTINEL_PASSWORD",
 )  # fmt: skip
 
 
@@ -70,8 +72,16 @@ def test_committed_env_files_hold_no_secrets() -> None:
     [
         ("WORKER_CONCURRENCY", "four", "WORKER_CONCURRENCY: Input should be a valid integer"),
         ("WORKER_CONCURRENCY", "0", "WORKER_CONCURRENCY: Input should be greater than 0"),
-        ("REDIS_URL", "http://not-redis", "REDIS_URL: URL scheme should be 'redis'"),
-        ("REDIS_URL", "redis//broken", "REDIS_URL: Input should be a valid URL"),
+        (
+            "REDIS_URL",
+            "http://not-redis",
+            "REDIS_URL: Value error, URL scheme should be 'redis', 'rediss' or 'sentinel'",
+        ),
+        ("REDIS_URL", "redis//broken", "REDIS_URL: Value error, Input should be a valid URL"),
+        ("REDIS_URL", "sentinel://s1:26379,s2:26379", "REDIS_URL: Value error, name the master"),
+        ("REDIS_URL", "sentinel://s1;sentinel://s2/m", "REDIS_URL: Value error, list the sent"),
+        ("REDIS_URL", "sentinel://s1:x/m", "REDIS_URL: Value error, each sentinel is host:port"),
+        ("REDIS_URL", "sentinel://s1/m/zero", "REDIS_URL: Value error, the database must be"),
         ("APP_ENV", "staging", "APP_ENV: Input should be 'local', 'dev' or 'prod'"),
         ("VISIBILITY_TIMEOUT", "10", "VISIBILITY_TIMEOUT must exceed TASK_TIME_LIMIT"),
     ],
@@ -115,6 +125,32 @@ def test_secrets_never_in_errors_or_summaries(monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(SettingsError) as info:
         load_settings()
     assert "s3cret-pw" not in str(info.value.code)
+
+
+def test_a_sentinel_url_names_the_sentinels_the_master_and_the_database(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "sentinel://app@s1:26379,s2:26380,s3/mymaster/2")
+    monkeypatch.setenv("REDIS_PASSWORD", "p@ss")
+    monkeypatch.setenv("REDIS_SENTINEL_PASSWORD", "sentinel-pw")
+    s = load_settings()
+    assert (
+        s.broker_url == s.result_backend == "sentinel://app:p%40ss@s1:26379,s2:26380,s3/mymaster/2"
+    )
+    target = SentinelUrl.parse(s.broker_url)
+    assert target == SentinelUrl(
+        sentinels=(("s1", 26379), ("s2", 26380), ("s3", 26379)),
+        master_name="mymaster",
+        db=2,
+        username="app",
+        password="p@ss",
+    )
+    # kombu's and Celery's form: one URL per sentinel, credentials on the first.
+    assert target.kombu_url() == (
+        "sentinel://app:p%40ss@s1:26379/2;sentinel://s2:26380/2;sentinel://s3:26379/2"
+    )
+    assert s.sentinel_kwargs()["password"] == "sentinel-pw"
+    assert "p%40ss" not in str(s.describe()) and "sentinel-pw" not in str(s.describe())
 
 
 def test_mask_url() -> None:

@@ -116,3 +116,21 @@ def test_the_result_backend_class_is_chosen_through_celerys_own_setting() -> Non
     assert type(app.backend) is RedisResultBackend
     assert app.backend.as_uri() == "redis://redis:6379/2"
     assert "_get_backend" not in vars(ExitCodeCelery)
+
+
+def test_a_sentinel_url_selects_the_sentinel_variants_by_configuration() -> None:
+    """``sentinel://``: kombu's form of the URL, the leased transport's Sentinel variant and
+    the result backend's, each chosen through Celery's own settings, with the master name."""
+    settings = Settings(redis_url="sentinel://s1:26379,s2:26379/mymaster/1")
+    conf = build_celery_client(settings).app.conf
+    assert conf.broker_url == "sentinel://s1:26379/1;sentinel://s2:26379/1"
+    assert conf.broker_transport == "pkg.redis_transport:SentinelTransport"
+    assert conf.result_backend == (
+        "pkg.celery_task:SentinelResultBackend+sentinel://s1:26379/1;sentinel://s2:26379/1"
+    )
+    for options in (conf.broker_transport_options, conf.result_backend_transport_options):
+        assert options["master_name"] == "mymaster"
+        assert options["sentinel_kwargs"] == settings.sentinel_kwargs()
+    assert conf.broker_transport_options["visibility_timeout"] == settings.lease_seconds
+    stock = build_celery_client(settings.model_copy(update={"broker_transport": "kombu"}))
+    assert stock.app.conf.broker_transport is None  # kombu's own Sentinel transport
