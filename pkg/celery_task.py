@@ -277,6 +277,13 @@ class TaskLimits:
             raise ValueError(f"lease_seconds must be at least {MIN_LEASE_SECONDS}")
 
 
+# Seconds to wait for a Redis connection: without a limit, a connect to a host that is gone
+# (a killed container whose address still resolves) hangs until the kernel gives up, a minute
+# or more, while the worker could already reach the new master after a failover.
+CONNECT_TIMEOUT = 2.0
+RESULT_STORE_RETRY_SECONDS = 30.0
+
+
 def broker_delivery(limits: TaskLimits) -> dict[str, Any]:
     """The broker transport and how it hands back the tasks of a lost worker."""
     if limits.lease_seconds is None:  # kombu's own transport: one fixed visibility timeout
@@ -288,6 +295,7 @@ def broker_delivery(limits: TaskLimits) -> dict[str, Any]:
                 # scans only every 10th sweep: up to 100 s on top of the visibility timeout).
                 "unacked_restore_interval": 10,
                 "unacked_restore_throttle": 1,
+                "socket_connect_timeout": CONNECT_TIMEOUT,
             },
         }
     return {
@@ -298,6 +306,7 @@ def broker_delivery(limits: TaskLimits) -> dict[str, Any]:
             # Sweep for run-out leases every 2 s: cheap (Redis TIME and one ZRANGE).
             "unacked_restore_interval": 2,
             "unacked_restore_throttle": 1,
+            "socket_connect_timeout": CONNECT_TIMEOUT,
         },
     }
 
@@ -340,7 +349,12 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # ones (a lost worker's come back); set 1 for workers of long tasks, whose reserved
         # messages would otherwise wait behind them while another worker idles.
         "worker_prefetch_multiplier": 4,
-        "result_backend_transport_options": {"retry_policy": {"timeout": 5.0}},
+        # A worker keeps trying to store a result for as long as a Redis restart or a Sentinel
+        # failover takes: giving up sooner loses the result of a task that ran (and was acked).
+        "result_backend_transport_options": {
+            "retry_policy": {"timeout": RESULT_STORE_RETRY_SECONDS}
+        },
+        "redis_socket_connect_timeout": CONNECT_TIMEOUT,
         # A publish to a broker that is down fails in about a second instead of hanging.
         "task_publish_retry_policy": {
             "max_retries": 2,

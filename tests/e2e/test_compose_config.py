@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from internal.config.setting import Settings
+from pkg.redis_sentinel import SentinelUrl
 from tests.support.processes import REPO_ROOT
 from tests.support.stack import Stack, require_docker
 from tests.support.stack_fixtures import FLOWER_PASSWORD, REDIS_PASSWORD, write_secrets
@@ -148,3 +150,31 @@ def test_the_tls_variant_gives_every_client_tls_as_the_app_user(tmp_path: Path) 
     assert {"/data", "/etc/redis-tls"} <= {v["target"] for v in redis["volumes"]}
     # Published for other hosts, but on loopback until REDIS_BIND_ADDRESS opens it.
     assert [(p["host_ip"], p["target"]) for p in redis["ports"]] == [("127.0.0.1", 6379)]
+
+
+def test_the_sentinel_variant_points_every_client_at_the_sentinels(tmp_path: Path) -> None:
+    """compose.sentinel.yaml over the prod stack (bench/sentinel_failover.py runs it)."""
+    write_secrets(tmp_path)
+    stack = Stack(Path(REPO_ROOT), profile="prod", env={
+        "COMPOSE_FILE": "compose.yaml:compose.sentinel.yaml",
+        "SECRETS_DIR": str(tmp_path / "secrets"),
+    })  # fmt: skip
+    services = stack.config()["services"]
+    sentinels = {f"sentinel-{i}-prod" for i in (1, 2, 3)}
+    assert sentinels | {"redis-prod", "redis-replica-prod"} <= set(services)
+    url = Settings(redis_url=services["api-prod"]["environment"]["REDIS_URL"]).redis_url
+    target = SentinelUrl.parse(url)
+    assert {host for host, _ in target.sentinels} == sentinels and target.master_name == "mymaster"
+    for name in CELERY_SPEAKING:
+        service = services[f"{name}-prod"]
+        assert service["environment"]["REDIS_URL"] == url, name
+        assert sentinels <= set(service["depends_on"]), name
+        targets = {s["target"] for s in service["secrets"]}
+        assert {"/run/secrets/redis_password", "redis_sentinel_password"} <= targets, name
+    for name in sentinels:
+        command = services[name]["command"][-1]
+        assert f"sentinel monitor {target.master_name} redis-prod 6379 2" in command
+        assert services[name]["read_only"] and services[name]["cap_drop"] == ["ALL"]
+    replica = services["redis-replica-prod"]
+    assert replica["environment"]["REPLICA_OF"] == "redis-prod"
+    assert replica["command"] == services["redis-prod"]["command"]  # one start script

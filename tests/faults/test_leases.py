@@ -2,9 +2,9 @@
 another worker, whatever its pool, even when the task blocks the worker's main process (solo).
 
 Each pool gets its own Redis database, the worker under test and an idle second worker that
-would take any copy handed back by a run-out lease. Tasks and countdowns last more than three
-leases (renewed three times over). The three pools run side by side, so the test takes one
-task's time.
+would take any copy handed back by a run-out lease. Tasks and countdowns last more than two
+leases (a lease not renewed would run out halfway through, and the copy would run twice). The
+three pools run side by side, so the test takes one task's time.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.conftest import LaunchFn, node_name, start_worker
 from tests.support.processes import Redis, wait_until
 
 LEASE = Settings().lease_seconds
-LONG = 3 * LEASE + 5  # seconds of work, and of countdown
+LONG = 2 * LEASE + 5  # seconds of work, and of countdown
 POOLS = {"prefork": 5, "threads": 6, "solo": 7}  # pool -> Redis database
 
 

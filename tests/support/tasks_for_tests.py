@@ -55,3 +55,13 @@ def overruns_its_time_limit() -> None:
             time.sleep(deadline - time.monotonic())
         except SoftTimeLimitExceeded:
             continue
+
+
+SLEEPS = "tests.sleeps"
+
+
+@shared_task(name=SLEEPS)  # type: ignore[untyped-decorator]
+def sleeps(seconds: float) -> float:
+    """Works without Redis (nothing but the wait), so it can finish while Redis is away."""
+    time.sleep(seconds)
+    return seconds

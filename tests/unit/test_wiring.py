@@ -94,6 +94,11 @@ def test_client_defaults_are_production_grade() -> None:
     ).app.conf
     assert stock.broker_transport is None
     assert stock.broker_transport_options["visibility_timeout"] > stock.task_time_limit
+    # A connect to a Redis that is gone fails in seconds (bench/sentinel_failover.py: without
+    # it, the worker hung 70 s on the dead master's address after a failover).
+    for c in (conf, stock):
+        assert c.broker_transport_options["socket_connect_timeout"] == 2.0
+        assert c.redis_socket_connect_timeout == 2.0
 
 
 def test_limits_refuse_a_visibility_timeout_shorter_than_a_task() -> None:
