@@ -281,6 +281,8 @@ class TaskLimits:
 # (a killed container whose address still resolves) hangs until the kernel gives up, a minute
 # or more, while the worker could already reach the new master after a failover.
 CONNECT_TIMEOUT = 2.0
+# How long a worker keeps trying to store a result while Redis is away: longer than a restart
+# or a Sentinel failover (about 7 s at compose.sentinel.yaml's settings).
 RESULT_STORE_RETRY_SECONDS = 30.0
 
 
@@ -349,8 +351,7 @@ def production_defaults(limits: TaskLimits, default_queue: str) -> dict[str, Any
         # ones (a lost worker's come back); set 1 for workers of long tasks, whose reserved
         # messages would otherwise wait behind them while another worker idles.
         "worker_prefetch_multiplier": 4,
-        # A worker keeps trying to store a result for as long as a Redis restart or a Sentinel
-        # failover takes: giving up sooner loses the result of a task that ran (and was acked).
+        # Giving up sooner would lose the result of a task that ran (and was acked).
         "result_backend_transport_options": {
             "retry_policy": {"timeout": RESULT_STORE_RETRY_SECONDS}
         },

@@ -14,7 +14,7 @@ import pytest
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from pkg.celery_task import CeleryClient
-from tests.support.processes import REPO_ROOT, Launched, Redis, free_port, wait_until
+from tests.support.processes import REPO_ROOT, Launched, Redis, free_port, stop_all, wait_until
 
 # The compose fixtures (images, dev_stack, prod_stack) for tests/e2e and tests/faults.
 pytest_plugins = ["tests.support.stack_fixtures"]
@@ -60,8 +60,7 @@ def launch(tmp_path: Path, base_env: dict[str, str]) -> Iterator[LaunchFn]:
     """Start a launcher for one test; it is stopped (SIGTERM, then SIGKILL) afterwards."""
     started: list[Launched] = []
     yield _launcher_factory(tmp_path, base_env, started)
-    for proc in reversed(started):
-        proc.stop()
+    stop_all(started)
 
 
 @pytest.fixture(scope="session")
@@ -70,8 +69,7 @@ def session_launch(
 ) -> Iterator[LaunchFn]:
     started: list[Launched] = []
     yield _launcher_factory(tmp_path_factory.mktemp("logs"), base_env, started)
-    for proc in reversed(started):
-        proc.stop()
+    stop_all(started)
 
 
 @pytest.fixture
@@ -95,9 +93,22 @@ def node_name(prefix: str) -> str:
 
 
 def start_worker(launch: LaunchFn, name: str, *args: str, **kw: object) -> Launched:
-    proc = launch("run_celery_worker.py", "-n", name, "--without-mingle", *args, **kw)
-    proc.wait_for_output(f"{name} ready.", timeout=60)
+    (proc,) = start_workers(launch, [(name, args, kw)])
     return proc
+
+
+def start_workers(
+    launch: LaunchFn, workers: list[tuple[str, tuple[str, ...], dict[str, object]]]
+) -> list[Launched]:
+    """Start several workers (name, flags, launch options) side by side, then wait until each
+    is ready: one start-up's time instead of one each."""
+    procs = [
+        launch("run_celery_worker.py", "-n", name, "--without-mingle", *args, **kw)
+        for name, args, kw in workers
+    ]
+    for (name, _, _), proc in zip(workers, procs, strict=True):
+        proc.wait_for_output(f"{name} ready.", timeout=60)
+    return procs
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
 from internal.infra.redis import ORDER_ATTEMPTS_KEY
 from internal.tasks.celery import tasks as app_tasks
-from tests.conftest import LaunchFn, node_name, start_worker
+from tests.conftest import LaunchFn, node_name, start_workers
 from tests.support.processes import Redis, wait_until
 
 LEASE = Settings().lease_seconds
@@ -36,13 +36,16 @@ def test_long_tasks_and_far_countdowns_run_once_on_every_pool(
     launch: LaunchFn, redis_server: Redis
 ) -> None:
     assert Settings().broker_transport == "leased"
-    runs = {}
-    for pool, db in POOLS.items():
-        url = redis_server.url(db)
+    urls = {pool: redis_server.url(db) for pool, db in POOLS.items()}
+    for url in urls.values():
         redis.Redis.from_url(url).flushdb()
-        env = {"REDIS_URL": url}
-        start_worker(launch, node_name(pool), "-l", "info", "-Q", "default", "--pool", pool,
-                     "--concurrency", "2", env=env)  # fmt: skip
+    start_workers(launch, [
+        (node_name(pool), ("-l", "info", "-Q", "default", "--pool", pool, "--concurrency", "2"),
+         {"env": {"REDIS_URL": url}})
+        for pool, url in urls.items()
+    ])  # fmt: skip
+    runs = {}
+    for pool, url in urls.items():
         client = build_celery_client(Settings(redis_url=url))
         eta = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=LONG)
         late = client.submit(
@@ -51,12 +54,16 @@ def test_long_tasks_and_far_countdowns_run_once_on_every_pool(
         long = client.submit(
             task_name=app_tasks.record_order.name, kwargs={"order_id": "long", "work_seconds": LONG}
         )
+        runs[pool] = (client, url, long, late, eta)
+    for pool, url in urls.items():
         store = redis.Redis.from_url(url)
         wait_until(held(store, 2), timeout=30, what=f"{pool} holding both")
-        # Only now the spare: any copy it ever gets was handed back by a run-out lease.
-        start_worker(launch, node_name(f"{pool}-spare"), "-l", "info", "-Q", "default",
-                     "--concurrency", "1", env=env)  # fmt: skip
-        runs[pool] = (client, url, long, late, eta)
+    # Only now the spares: any copy one ever gets was handed back by a run-out lease.
+    start_workers(launch, [
+        (node_name(f"{pool}-spare"), ("-l", "info", "-Q", "default", "--concurrency", "1"),
+         {"env": {"REDIS_URL": url}})
+        for pool, url in urls.items()
+    ])  # fmt: skip
 
     time.sleep(LONG)
     for pool, (client, url, long, late, eta) in runs.items():

@@ -18,7 +18,7 @@ import pytest
 
 from internal.config.setting import Settings
 from internal.infra.celery import build_celery_client
-from tests.conftest import LaunchFn, node_name, start_worker
+from tests.conftest import LaunchFn, node_name
 from tests.integration.test_api import start_api, submit, wait_ready
 from tests.support.processes import healthcheck, wait_until
 from tests.support.sentinel import SentinelGroup
@@ -37,9 +37,12 @@ def test_every_client_follows_a_failover(
 ) -> None:
     env = {"REDIS_URL": group.url(), "HEARTBEAT_INTERVAL_SECONDS": "1",
            "BEAT_SCHEDULE_DIR": str(tmp_path / "beat")}  # fmt: skip
-    start_worker(launch, node_name("sentinel"), "-l", "info", "--concurrency", "2", env=env)
+    name = node_name("sentinel")  # the three start side by side
+    worker = launch("run_celery_worker.py", "-n", name, "--without-mingle", "-l", "info", "-c", "2",
+                    env=env)  # fmt: skip
     launch("run_celery_beat.py", env=env)
     api_url = start_api(launch, env)
+    worker.wait_for_output(f"{name} ready.", timeout=60)
     client = build_celery_client(Settings(redis_url=group.url()))
 
     # Before: the API's fast path, Celery's own publish, the backend, beat: all on the master.
