@@ -22,6 +22,8 @@ from tests.support.processes import REPO_ROOT, Redis, free_port, wait_until
 
 @pytest.fixture
 def receiver() -> Iterator[OtlpReceiver]:
+    """Asked for before ``launch`` in each test, so it outlives the traced processes: they
+    export their last spans as they stop (to a gone receiver, the exporter retries for 10 s)."""
     server = OtlpReceiver()
     yield server
     server.stop()
@@ -84,7 +86,7 @@ def submit_from_a_client(receiver: OtlpReceiver, env: dict[str, str]) -> dict[st
 
 
 def test_one_trace_from_the_post_through_the_fast_publisher_into_the_task(
-    launch: LaunchFn, receiver: OtlpReceiver, traced_env: dict[str, str], base_env: dict[str, str]
+    receiver: OtlpReceiver, traced_env: dict[str, str], launch: LaunchFn, base_env: dict[str, str]
 ) -> None:
     worker = start_worker(launch, node_name("traced"), "-l", "info", env=traced_env)
     port = free_port()
@@ -127,7 +129,7 @@ def test_one_trace_from_the_post_through_the_fast_publisher_into_the_task(
 
 
 def test_one_trace_through_celery_client_submit_into_the_task(
-    launch: LaunchFn, receiver: OtlpReceiver, traced_env: dict[str, str], base_env: dict[str, str]
+    receiver: OtlpReceiver, traced_env: dict[str, str], launch: LaunchFn, base_env: dict[str, str]
 ) -> None:
     start_worker(launch, node_name("traced"), "-l", "info", env=traced_env)
     spans = submit_from_a_client(receiver, {**base_env, **traced_env})
