@@ -7,7 +7,7 @@ client submits ``add`` tasks to the API one after another, the master's containe
 Prints submitted, acknowledged (202), refused (503), completed and lost, and how long the new
 master, the API and the worker each took; then brings the old master back and checks that
 the sentinels made it a replica and that every service is still healthy. Exit 1 if an
-acknowledged task was lost or a service did not come back. About two minutes (images cached).
+acknowledged task was lost or a service did not come back. About three minutes (images cached).
 """
 
 from __future__ import annotations
