@@ -398,6 +398,8 @@ class CeleryClient:
             backend=with_result_backend_class(backend_url or broker_url),
             include=list(include),
             task_cls=BaseTask,
+            # Task events published a few times a second (pkg/task_events.py).
+            events="pkg.task_events:ThrottledEvents",
             set_as_current=False,
         )
         self.app.conf.update(production_defaults(self.limits, default_queue))
