@@ -12,7 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import redis
+
 from tests.support.processes import REPO_ROOT, wait_until
+from tests.support.stack import Stack
+from tests.support.stack_fixtures import REDIS_PASSWORD
 
 PYTHON = sys.executable
 
@@ -105,3 +109,16 @@ class Process:
 
 def node(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{time.monotonic_ns() % 100000}@{socket.gethostname()}"
+
+
+def container_redis(stack: Stack, service: str, port: int = 6379) -> redis.Redis:
+    """A client of a Redis or sentinel container of a prod stack (password from
+    ``write_secrets``) at its address on the stack's network: the host reaches it directly,
+    where a ``docker compose exec`` per call would load the machine being measured."""
+    (container,) = stack.container_ids(service)
+    address = subprocess.run(
+        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+         container], capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    return redis.Redis(host=address, port=port, password=REDIS_PASSWORD, socket_timeout=2,
+                       decode_responses=True)  # fmt: skip

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+import redis
 
 from bench.api_enqueue import ADD_BODY, WRK_SCRIPT
-from bench.common import Figure
+from bench.common import Figure, container_redis
 from tests.support.processes import free_port, wait_until
 from tests.support.stack import Stack, copy_repo
 from tests.support.stack_fixtures import write_secrets
@@ -53,22 +54,9 @@ class Round:
         return 1000 * self.cpu[service] / self.tasks
 
 
-def redis_cli(stack: Stack, *args: str) -> str:
-    command = 'REDISCLI_AUTH="$(cat /run/secrets/redis_password)" redis-cli "$@"'
-    return stack.compose("exec", "-T", "redis-prod", "sh", "-c", command, "redis-cli", *args).stdout
-
-
-def redis_info(stack: Stack, section: str) -> dict[str, str]:
-    lines = redis_cli(stack, "info", section).splitlines()
-    return dict(line.split(":", 1) for line in lines if ":" in line and not line.startswith("#"))
-
-
-def redis_cpu_and_commands(stack: Stack) -> tuple[float, int]:
-    cpu = redis_info(stack, "cpu")
-    stats = redis_info(stack, "stats")
-    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(
-        stats["total_commands_processed"]
-    )
+def redis_cpu_and_commands(broker: redis.Redis) -> tuple[float, int]:
+    cpu, stats = broker.info("cpu"), broker.info("stats")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"], int(stats["total_commands_processed"])
 
 
 def cgroup_cpu_seconds(container: str) -> float:
@@ -88,10 +76,8 @@ def service_cpu(stack: Stack, service: str) -> float:
     return sum(cgroup_cpu_seconds(c) for c in stack.container_ids(service))
 
 
-def drained(stack: Stack) -> bool:
-    waiting = int(redis_cli(stack, "llen", "default").strip() or 0)
-    unacked = int(redis_cli(stack, "hlen", "unacked").strip() or 0)
-    return waiting == 0 and unacked == 0
+def drained(broker: redis.Redis) -> bool:
+    return broker.llen("default") == 0 and broker.hlen("unacked") == 0
 
 
 def wrk_post(url: str, seconds: int) -> subprocess.Popen[str]:
@@ -103,20 +89,21 @@ def wrk_post(url: str, seconds: int) -> subprocess.Popen[str]:
 
 
 def one_round(stack: Stack, api_urls: list[str], workers: int, seconds: int) -> Round:
-    redis_cli(stack, "del", "default")
+    broker = container_redis(stack, "redis-prod")
+    broker.delete("default")
     services = ("worker-prod", "api-prod")
     cpu_before = {s: service_cpu(stack, s) for s in services}
-    redis_cpu_before, commands_before = redis_cpu_and_commands(stack)
+    redis_cpu_before, commands_before = redis_cpu_and_commands(broker)
     machine_before = psutil.cpu_times()
     started = time.monotonic()
     loads = [wrk_post(url, seconds) for url in api_urls]
     reports = [json.loads(load.communicate()[0].strip().splitlines()[-1]) for load in loads]
-    wait_until(lambda: drained(stack), timeout=600, interval=0.2, what="the queue to drain")
+    wait_until(lambda: drained(broker), timeout=600, interval=0.2, what="the queue to drain")
     elapsed = time.monotonic() - started
     machine_after = psutil.cpu_times()
     idle = sum(getattr(machine_after, k) - getattr(machine_before, k) for k in ("idle", "iowait"))
     total = sum(machine_after) - sum(machine_before)
-    redis_cpu_after, commands_after = redis_cpu_and_commands(stack)
+    redis_cpu_after, commands_after = redis_cpu_and_commands(broker)
     cpu = {s: service_cpu(stack, s) - cpu_before[s] for s in services}
     cpu["redis"] = redis_cpu_after - redis_cpu_before
     failures = sum(r["non2xx"] + r["errors"] for r in reports)

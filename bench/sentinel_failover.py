@@ -12,7 +12,6 @@ acknowledged task was lost or a service did not come back. About three minutes (
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,30 +20,14 @@ from pathlib import Path
 import httpx
 import redis
 
+from bench.common import container_redis
 from tests.support.processes import free_port, wait_until
 from tests.support.stack import Stack, copy_repo
-from tests.support.stack_fixtures import (
-    FLOWER_PASSWORD,
-    FLOWER_USER,
-    REDIS_PASSWORD,
-    write_secrets,
-)
+from tests.support.stack_fixtures import FLOWER_PASSWORD, FLOWER_USER, write_secrets
 from tests.support.submissions import Failover, Stream, outcome
 
 COMPOSE_FILES = "compose.yaml:compose.sentinel.yaml"
 SERVICES = ("api-prod", "worker-prod", "beat-prod", "flower-prod")
-
-
-def connect(stack: Stack, service: str, port: int = 6379) -> redis.Redis:
-    """A client of a Redis or sentinel container at its address on the stack's network (the
-    host reaches it directly; a ``docker compose exec`` per poll would load the machine)."""
-    (container,) = stack.container_ids(service)
-    address = subprocess.run(
-        ["docker", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-         container], capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    return redis.Redis(host=address, port=port, password=REDIS_PASSWORD, socket_timeout=2,
-                       decode_responses=True)  # fmt: skip
 
 
 def master_host(sentinel: redis.Redis) -> str:
@@ -87,7 +70,7 @@ def run(workdir: Path) -> int:
         started = time.monotonic()
         stack.compose("up", "-d", "--wait", "--wait-timeout", "240", *SERVICES, timeout=400)
         print(f"prod stack with Sentinel: healthy in {time.monotonic() - started:.1f} s")
-        sentinel = connect(stack, "sentinel-1-prod", 26379)
+        sentinel = container_redis(stack, "sentinel-1-prod", 26379)
         assert master_host(sentinel) == "redis-prod"
 
         stream = Stream(api)
@@ -106,7 +89,7 @@ def run(workdir: Path) -> int:
 
         # The old master comes back as a replica of the new one; nothing was restarted.
         stack.compose("start", "redis-prod")
-        old_master = connect(stack, "redis-prod")
+        old_master = container_redis(stack, "redis-prod")
         wait_until(lambda: old_master.info("replication")["role"] == "slave",
                    timeout=60, what="the old master to rejoin as a replica")  # fmt: skip
         wait_until(lambda: set(SERVICES) <= healthy(stack), timeout=60, what="every service")
