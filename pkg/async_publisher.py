@@ -29,7 +29,6 @@ import base64
 import uuid
 from bisect import bisect
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
@@ -44,9 +43,8 @@ from kombu.transport.redis import Channel as RedisChannel
 from kombu.utils.json import dumps as _untyped_dumps
 from pydantic_core import to_json  # compact JSON, several times faster than json.dumps
 
-from pkg.tracing import PublishTracing
+from pkg.tracing import NO_SPAN, PublishTracing
 
-NO_SPAN = nullcontext()
 # A message's delivery mode: persistent (what kombu sends for Celery tasks).
 PERSISTENT = 2
 # kombu's JSON encoder: type tags for datetimes, UUIDs, decimals, as a worker decodes them.

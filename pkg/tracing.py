@@ -14,12 +14,15 @@ the HTTP request through the publish into the worker's run of the task.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 # A publish span for a publisher of our own: (task name, task id, queue, message headers).
 PublishTracing = Callable[[str, str, str, dict[str, Any]], AbstractContextManager[object]]
+
+# What a publish without a span runs in.
+NO_SPAN = nullcontext()
 
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
@@ -57,6 +60,15 @@ def start_tracing(service: str, *, celery: bool = True) -> bool:
     return True
 
 
+def sampler_follows_parent(provider: object) -> bool:
+    """Whether ``provider`` samples a span as its parent was (the SDK's ParentBased
+    samplers, the default): then nothing under a dropped span is recorded, and need not be
+    made."""
+    from opentelemetry.sdk.trace.sampling import ParentBased
+
+    return isinstance(getattr(provider, "sampler", None), ParentBased)
+
+
 def publish_tracing() -> PublishTracing | None:
     """The publish spans of ``AsyncTaskPublisher`` where tracing runs without the Celery
     instrumentation (``start_tracing(celery=False)``); None elsewhere (no tracing, or the
@@ -72,25 +84,21 @@ def publish_tracing() -> PublishTracing | None:
     from opentelemetry import trace
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.propagate import inject
-    from opentelemetry.sdk.trace.sampling import ParentBased
 
     if CeleryInstrumentor().is_instrumented_by_opentelemetry:  # type: ignore[no-untyped-call]
         return None
     tracer = trace.get_tracer(__name__)
-    sampler = getattr(trace.get_tracer_provider(), "sampler", None)
-    follows_parent = isinstance(sampler, ParentBased)
+    follows_parent = sampler_follows_parent(trace.get_tracer_provider())
 
-    @contextmanager
     def publish_span(
         task_name: str, task_id: str, queue: str, headers: dict[str, Any]
-    ) -> Iterator[object]:
+    ) -> AbstractContextManager[object]:
         request = trace.get_current_span().get_span_context()
         if follows_parent and request.is_valid and not request.trace_flags.sampled:
             # The sampler would drop this span as it dropped the request's: make none, and
             # carry the request's context (not sampled), which the worker's sampler follows.
             inject(headers)
-            yield None
-            return
+            return NO_SPAN
         attributes = {
             "celery.action": "apply_async",
             "celery.task_name": task_name,
@@ -99,10 +107,8 @@ def publish_tracing() -> PublishTracing | None:
             "messaging.destination_kind": "queue",
         }
         kind = trace.SpanKind.PRODUCER
-        with tracer.start_as_current_span(
-            f"apply_async/{task_name}", kind=kind, attributes=attributes
-        ) as span:
-            inject(headers)
-            yield span
+        span = tracer.start_span(f"apply_async/{task_name}", kind=kind, attributes=attributes)
+        inject(headers, context=trace.set_span_in_context(span))
+        return trace.use_span(span, end_on_exit=True)
 
     return publish_span

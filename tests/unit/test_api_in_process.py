@@ -118,9 +118,10 @@ async def test_requests_are_counted_by_route_template_and_status(api: httpx.Asyn
 
     task_route = "/api/v1/tasks/{task_id}"
     before = count("/api/v1/tasks/add", "202"), count(task_route, "404")
-    await api.post(ADD, json={"x": 1, "y": 2})
+    for _ in range(2):  # the second through the series the middleware keeps
+        await api.post(ADD, json={"x": 1, "y": 2})
     await api.get("/api/v1/tasks/00000000-0000-4000-8000-000000000000")
-    assert count("/api/v1/tasks/add", "202") == before[0] + 1
+    assert count("/api/v1/tasks/add", "202") == before[0] + 2
     assert count(task_route, "404") == before[1] + 1, "ids never make series of their own"
     latency = {"method": "POST", "route": "/api/v1/tasks/add"}
     assert REGISTRY.get_sample_value("http_request_duration_seconds_count", latency)

@@ -1,6 +1,7 @@
 """TraceRequests on a small FastAPI app, with the OpenTelemetry SDK and an in-memory exporter:
 the span of a request, a caller's trace continued, failures marked, probes and unsampled
-requests left without spans while the context still reaches the endpoint."""
+requests left without spans while the context still reaches the endpoint, and the
+instrumentations skipped under a request whose children the sampler would drop."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from opentelemetry import trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler
 
 from pkg.trace_requests import TraceRequests
 
@@ -26,9 +28,12 @@ def app_traced(sampler: Sampler) -> tuple[FastAPI, InMemorySpanExporter, list[st
     seen: list[str] = []  # the trace id the endpoint runs in
     app = FastAPI()
 
+    app.state.instrumented = []  # whether instrumentations (Redis, ...) run in the endpoint
+
     @app.get("/items/{item_id}")
     async def item(item_id: int) -> dict[str, int]:
         seen.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+        app.state.instrumented.append(is_instrumentation_enabled())
         if item_id == 0:
             raise RuntimeError("boom")
         return {"item_id": item_id}
@@ -103,3 +108,24 @@ async def test_an_unsampled_request_records_nothing_but_carries_its_context() ->
     assert await get(app, "/items/7", {"traceparent": traceparent}) == 200
     assert exporter.get_finished_spans() == ()
     assert seen == [CALLER_TRACE]  # a publish from the endpoint carries the caller's trace
+
+
+@pytest.mark.anyio
+async def test_under_a_dropped_request_the_instrumentations_make_no_spans() -> None:
+    # A parent-based sampler drops every child of a dropped request: the Redis instrumentation
+    # (which formats a pipeline's commands before it looks at sampling) need not run.
+    app, exporter, seen = app_traced(ParentBased(ALWAYS_OFF))
+    assert await get(app, "/items/7") == 200
+    assert exporter.get_finished_spans() == ()
+    assert len(seen) == 1 and seen[0] != "0" * 32  # the request's own trace id is carried
+    assert app.state.instrumented == [False]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("sampler", [ParentBased(ALWAYS_ON), ALWAYS_OFF], ids=["sampled", "own"])
+async def test_otherwise_the_instrumentations_run(sampler: Sampler) -> None:
+    # Sampled; or dropped by a sampler that decides each span on its own, which may keep a
+    # child: the instrumentations run as usual.
+    app, _, _ = app_traced(sampler)
+    assert await get(app, "/items/7") == 200
+    assert app.state.instrumented == [True]
