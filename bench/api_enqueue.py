@@ -23,16 +23,29 @@ ADD_BODY = json.dumps({"x": 2, "y": 3})
 
 
 def wrk(url: str, *, body: str = "", seconds: int, connections: int) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(WRK_SCRIPT), url],
+    return wrk_report(wrk_started(url, body, seconds, connections=connections))
+
+
+def wrk_started(
+    url: str, body: str, seconds: int, cpus: set[int] | None = None, *, connections: int = 8
+) -> subprocess.Popen[str]:
+    """wrk under way against ``url`` (on ``cpus`` if given); its figures from wrk_report."""
+    on_cpus = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+    return subprocess.Popen(
+        [*on_cpus, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "-s", str(WRK_SCRIPT), url],
         env={**os.environ, "WRK_BODY": body},
-        capture_output=True,
+        stdout=subprocess.PIPE,
         text=True,
-        check=True,
-    ).stdout
+    )
+
+
+def wrk_report(load: subprocess.Popen[str]) -> dict[str, float]:
+    out, _ = load.communicate()
+    if load.returncode:
+        raise RuntimeError(f"wrk failed ({load.args!r}): exit {load.returncode}")
     figures = json.loads(out.strip().splitlines()[-1])
     if figures["non2xx"] or figures["errors"]:
-        raise RuntimeError(f"wrk against {url} saw failures: {figures}")
+        raise RuntimeError(f"wrk ({load.args!r}) saw failures: {figures}")
     return dict(figures)
 
 
