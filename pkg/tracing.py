@@ -81,7 +81,7 @@ def publish_tracing() -> PublishTracing | None:
     much as the rest of the tracing of a request (bench/README.md)."""
     if not tracing_configured():
         return None
-    from opentelemetry import trace
+    from opentelemetry import context, trace
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.propagate import inject
 
@@ -93,11 +93,12 @@ def publish_tracing() -> PublishTracing | None:
     def publish_span(
         task_name: str, task_id: str, queue: str, headers: dict[str, Any]
     ) -> AbstractContextManager[object]:
-        request = trace.get_current_span().get_span_context()
+        current = context.get_current()  # looked up once, not by each step below
+        request = trace.get_current_span(current).get_span_context()
         if follows_parent and request.is_valid and not request.trace_flags.sampled:
             # The sampler would drop this span as it dropped the request's: make none, and
             # carry the request's context (not sampled), which the worker's sampler follows.
-            inject(headers)
+            inject(headers, context=current)
             return NO_SPAN
         attributes = {
             "celery.action": "apply_async",
