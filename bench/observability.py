@@ -1,8 +1,8 @@
 """What metrics and traces cost.
 
-The API: ``POST /api/v1/tasks/add`` req/s of the same API with neither, with request metrics,
-and with metrics and traces (1% of requests sampled, and every one), four API processes side by
-side on one Redis, each round running them back to back (who goes first rotates).
+The API: ``POST /api/v1/tasks/add`` req/s of the same API with neither (twice), with request
+metrics, and with metrics and traces (1% of requests sampled, and every one): five API
+processes on one Redis, loaded all at once (``api_cost`` says why).
 
 End to end: tasks/s of ``bench/throughput.py``'s project side (5,000 ``add`` tasks through
 ``submit_many``, the worker launcher with the prod flags) with the worker as it runs with

@@ -30,8 +30,8 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         # Each series' children, kept: prometheus_client's labels() checks and locks on every
-        # call (a third of this middleware's cost). Bounded as the series are: by method, route
-        # template and status.
+        # call (2.5 µs a request in a micro-benchmark). Bounded as the series are: by method,
+        # route template and status.
         self.series: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
