@@ -15,9 +15,6 @@ Flower, task events are on (bench row 6: about a quarter of the throughput).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,7 +23,7 @@ from pathlib import Path
 import psutil
 import redis
 
-from bench.api_enqueue import ADD_BODY, WRK_SCRIPT
+from bench.api_enqueue import ADD_BODY, wrk_report, wrk_started
 from bench.common import Figure, container_redis
 from tests.support.processes import free_port, wait_until
 from tests.support.stack import Stack, copy_repo
@@ -80,14 +77,6 @@ def drained(broker: redis.Redis) -> bool:
     return broker.llen("default") == 0 and broker.hlen("unacked") == 0
 
 
-def wrk_post(url: str, seconds: int) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        ["wrk", "-t1", f"-c{CONNECTIONS_PER_API}", f"-d{seconds}s", "-s", str(WRK_SCRIPT),
-         f"{url}/api/v1/tasks/add"],
-        env={**os.environ, "WRK_BODY": ADD_BODY}, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
-
 def one_round(stack: Stack, api_urls: list[str], workers: int, seconds: int) -> Round:
     broker = container_redis(stack, "redis-prod")
     broker.delete("default")
@@ -96,8 +85,11 @@ def one_round(stack: Stack, api_urls: list[str], workers: int, seconds: int) -> 
     redis_cpu_before, commands_before = redis_cpu_and_commands(broker)
     machine_before = psutil.cpu_times()
     started = time.monotonic()
-    loads = [wrk_post(url, seconds) for url in api_urls]
-    reports = [json.loads(load.communicate()[0].strip().splitlines()[-1]) for load in loads]
+    loads = [
+        wrk_started(f"{url}/api/v1/tasks/add", ADD_BODY, seconds, connections=CONNECTIONS_PER_API)
+        for url in api_urls
+    ]
+    reports = [wrk_report(load) for load in loads]  # raises if a request failed
     wait_until(lambda: drained(broker), timeout=600, interval=0.2, what="the queue to drain")
     elapsed = time.monotonic() - started
     machine_after = psutil.cpu_times()
@@ -106,10 +98,7 @@ def one_round(stack: Stack, api_urls: list[str], workers: int, seconds: int) -> 
     redis_cpu_after, commands_after = redis_cpu_and_commands(broker)
     cpu = {s: service_cpu(stack, s) - cpu_before[s] for s in services}
     cpu["redis"] = redis_cpu_after - redis_cpu_before
-    failures = sum(r["non2xx"] + r["errors"] for r in reports)
-    if failures:
-        raise RuntimeError(f"the APIs refused or failed {failures} requests: {reports}")
-    return Round(workers, sum(r["requests"] for r in reports), elapsed, cpu,
+    return Round(workers, int(sum(r["requests"] for r in reports)), elapsed, cpu,
                  commands_after - commands_before, 1 - idle / total)  # fmt: skip
 
 
