@@ -116,7 +116,6 @@ def publish_tracing() -> PublishTracing | None:
         return None
     from opentelemetry import context, trace
     from opentelemetry.instrumentation.celery import CeleryInstrumentor
-    from opentelemetry.propagate import inject
 
     if CeleryInstrumentor().is_instrumented_by_opentelemetry:  # type: ignore[no-untyped-call]
         return None
@@ -143,7 +142,7 @@ def publish_tracing() -> PublishTracing | None:
         }
         kind = trace.SpanKind.PRODUCER
         span = tracer.start_span(f"apply_async/{task_name}", kind=kind, attributes=attributes)
-        inject(headers, context=trace.set_span_in_context(span))
+        carry_context(headers, span.get_span_context(), trace.set_span_in_context(span, current))
         return trace.use_span(span, end_on_exit=True)
 
     return publish_span
