@@ -186,22 +186,29 @@ def test_rolling_restart_loses_and_duplicates_nothing(stack: Stack) -> None:
 
 
 def test_compose_stop_worker_finishes_running_tasks_and_keeps_queued(stack: Stack) -> None:
-    body = {"steps": 6, "step_seconds": 0.5}
+    # 10 s of work, well inside the grace: the signal (compose's own start-up, on a loaded CI
+    # machine over 2 s) must reach the worker before any of the four running tasks ends, or
+    # the worker rightly starts a queued one in its place.
+    body = {"steps": 20, "step_seconds": 0.5}
     ids = [submit(stack, "long_report", body) for _ in range(7)]  # concurrency 4: 3 wait
-    wait_until(lambda: sum(state(stack, i)["state"] == "PROGRESS" for i in ids) == 4,
-               timeout=60, what="four running tasks")  # fmt: skip
+
+    def four_running() -> set[str] | None:
+        running = {i for i in ids if state(stack, i)["state"] == "PROGRESS"}
+        return running if len(running) == 4 else None
+
+    running = wait_until(four_running, timeout=60, what="four running tasks")
     stopping = time.monotonic()
     stack.compose("stop", "worker-prod", timeout=120)
     stop_seconds = time.monotonic() - stopping
-    states = [state(stack, i) for i in ids]
-    finished = [s for s in states if s["state"] == "SUCCESS"]
-    waiting = [s for s in states if s["state"] == "PENDING"]
+    states = {i: state(stack, i) for i in ids}
+    finished = {i for i, s in states.items() if s["state"] == "SUCCESS"}
+    waiting = {i for i, s in states.items() if s["state"] == "PENDING"}
     print(
         f"\ncompose stop worker: stopped in {stop_seconds:.1f} s; {len(finished)} running tasks "
         f"finished, {len(waiting)} stayed queued"
     )
-    assert len(finished) == 4 and all(s["result"]["complete"] for s in finished)
-    assert len(waiting) == 3
+    assert finished == running and all(states[i]["result"]["complete"] for i in finished)
+    assert waiting == set(ids) - running
     stack.compose("start", "worker-prod")
     states = wait_all(stack, ids, timeout=120)
     print(f"after start: {sum(s['state'] == 'SUCCESS' for s in states)} of {len(ids)} completed")
