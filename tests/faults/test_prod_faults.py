@@ -210,9 +210,9 @@ def test_compose_stop_worker_finishes_running_tasks_and_keeps_queued(stack: Stac
     assert finished == running and all(states[i]["result"]["complete"] for i in finished)
     assert waiting == set(ids) - running
     stack.compose("start", "worker-prod")
-    states = wait_all(stack, ids, timeout=120)
-    print(f"after start: {sum(s['state'] == 'SUCCESS' for s in states)} of {len(ids)} completed")
-    assert all(s["state"] == "SUCCESS" for s in states)
+    after = wait_all(stack, ids, timeout=120)
+    print(f"after start: {sum(s['state'] == 'SUCCESS' for s in after)} of {len(ids)} completed")
+    assert all(s["state"] == "SUCCESS" for s in after)
 
 
 def started_at(stack: Stack, service: str) -> str:
