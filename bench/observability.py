@@ -20,21 +20,22 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
 from pathlib import Path
 
 import redis
 
 from bench.api_enqueue import ADD_BODY, rps, start_api, wrk, wrk_report, wrk_started
 from bench.common import Figure, Process, Row, paired_ratio
-from bench.throughput import Side, project_submit, project_worker
+from bench.throughput import project_submit, project_worker
 from tests.support.otlp_receiver import OtlpReceiver
 from tests.support.processes import Redis, free_port
 
 TARGET = "≥ 0.95x"
 TWIN = "a second API, both off"
+TWIN_WORKER = "a second worker, both off"
 
 
 @contextmanager
@@ -54,12 +55,12 @@ SAMPLED_1PCT = {
 }
 
 
-def run(server: Redis, workdir: Path, *, n_rounds: int, n_tasks: int = 5000) -> list[Row]:
+def run(server: Redis, workdir: Path, *, n_rounds: int) -> list[Row]:
     # A sink: decoding spans in this process would load the machine the APIs run on.
     receiver = OtlpReceiver(decode_spans=False)
     try:
-        return api_cost(server, workdir, receiver, n_rounds=n_rounds) + end_to_end_cost(
-            server, workdir, receiver, n_rounds=n_rounds, n_tasks=n_tasks
+        return api_cost(server, workdir, receiver, n_rounds=n_rounds) + worker_cost(
+            server, workdir, receiver, n_rounds=n_rounds
         )
     finally:
         receiver.stop()
@@ -86,8 +87,7 @@ def api_cost(
             "API_METRICS_PORT": str(free_port()), **traced,
         },
     }  # fmt: skip
-    cpus = sorted(os.sched_getaffinity(0))
-    api_cpus, load_cpus = ({cpus[-1]}, set(cpus[:-1])) if len(cpus) > 1 else (set(cpus), set(cpus))
+    api_cpus, load_cpus = split_cpus()
     pin(server.proc.pid, load_cpus)
     figures: dict[str, list[float]] = {name: [] for name in variants}
     for r in range(n_rounds + 1):  # round 0 warms up
@@ -131,53 +131,108 @@ def api_cost(
     ]
 
 
+def split_cpus() -> tuple[set[int], set[int]]:
+    """The last CPU for the processes measured; the others for Redis and the load."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return ({cpus[-1]}, set(cpus[:-1])) if len(cpus) > 1 else (set(cpus), set(cpus))
+
+
+@contextmanager
+def on_cpus(cpus: set[int]) -> Iterator[None]:
+    """This thread on ``cpus`` meanwhile: what it starts inherits them."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
+
+
 def pin(pid: int, cpus: set[int]) -> None:
     """Every thread of process ``pid`` onto ``cpus``."""
     for thread in os.listdir(f"/proc/{pid}/task"):
         os.sched_setaffinity(int(thread), cpus)
 
 
-def end_to_end_cost(
-    server: Redis, workdir: Path, receiver: OtlpReceiver, *, n_rounds: int, n_tasks: int
+def worker_cost(
+    server: Redis,
+    workdir: Path,
+    receiver: OtlpReceiver,
+    *,
+    n_rounds: int,
+    n_tasks: int = 5000,
+    seconds: float = 10,
 ) -> list[Row]:
-    url = server.url(8)
-    worker_env = {
+    """Every variant's worker at once, as ``api_cost`` runs the APIs: the worker launcher with
+    the prod flags (prefork, concurrency 4), each on a Redis database of its own holding more
+    ``add`` tasks than it can run in the window, all on one core, Redis and this process on the
+    other. Tasks/s is results stored in the window, after a warm-up; the producer (this
+    process, not traced) publishes every queue full before it."""
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, **SAMPLED_1PCT}
+    variants = {
         "off": {},
+        TWIN_WORKER: {},
         "task events on (what the metrics need)": {"WORKER_TASK_EVENTS": "1"},
-        "task events and traces, 1% sampled": {
-            "WORKER_TASK_EVENTS": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
-            **SAMPLED_1PCT,
-        },
-    }  # fmt: skip
-    sides = {
-        name: Side(
-            f"observability-{i}", url, project_submit(url), partial(project_worker, extra=env)
-        )
-        for i, (name, env) in enumerate(worker_env.items())
+        "task events and traces, 1% sampled": {"WORKER_TASK_EVENTS": "1", **traced},
     }
-    try:
-        for r in range(n_rounds):
-            order = list(sides.values())
-            for side in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
-                side.measure(n_tasks, workdir, 4, r)
-            print(f"  round {r + 1}: " + ", ".join(
-                f"{name} {side.end_to_end[-1]:,.0f} tasks/s" for name, side in sides.items()
-            ))  # fmt: skip
-    finally:
+    urls = {name: server.url(10 + i) for i, name in enumerate(variants)}
+    submits = {name: project_submit(url) for name, url in urls.items()}
+    worker_cpus, load_cpus = split_cpus()
+    pin(server.proc.pid, load_cpus)
+    figures: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(n_rounds + 1):  # round 0 warms up
+        names = list(variants)
+        names = names[r % len(names) :] + names[: r % len(names)]  # who starts and fills first
+        workers: dict[str, Process] = {}
+        try:
+            for name in names:
+                redis.Redis.from_url(urls[name]).flushdb()
+                with on_cpus(worker_cpus):  # the worker and the pool it forks
+                    log = workdir / f"observability-worker-{len(workers)}.log"
+                    workers[name] = project_worker(urls[name], log, 4, extra=variants[name])
+            with on_cpus(load_cpus):
+                for name in names:
+                    submits[name](n_tasks)
+                time.sleep(2)  # every worker busy, its pool warm
+                before = results_stored(urls)
+                time.sleep(seconds)
+                after = results_stored(urls)
+            if r:
+                for name in variants:
+                    (count0, t0), (count1, t1) = before[name], after[name]
+                    figures[name].append((count1 - count0) / (t1 - t0))
+                print(f"  round {r}: " + ", ".join(f"{n} {v[-1]:,.0f}" for n, v in figures.items()))
+            for name, url in urls.items():
+                if not redis.Redis.from_url(url).llen("default"):
+                    raise RuntimeError(f"{name}: its queue ran dry in the window; raise n_tasks")
+        finally:
+            for worker in workers.values():
+                worker.stop()
+    for url in urls.values():
         redis.Redis.from_url(url).flushdb()
-    off = Figure(tuple(sides.pop("off").end_to_end))
+    off = Figure(tuple(figures.pop("off")))
     return [
         Row(
             "6. observability cost",
-            f"end-to-end tasks/s ({n_tasks:,} tasks, prefork, concurrency 4), {name}",
-            Figure(tuple(side.end_to_end)).show(),
+            f"tasks/s a worker runs (prefork, concurrency 4, queue kept full), {name} "
+            "(workers side by side)",
+            Figure(tuple(values)).show(),
             off.show(),
             "the same worker, both off",
-            paired_ratio(Figure(tuple(side.end_to_end)), off),
-            TARGET,
+            paired_ratio(Figure(tuple(values)), off),
+            "≈ 1.00x" if name == TWIN_WORKER else TARGET,
         )
-        for name, side in sides.items()
+        for name, values in figures.items()
     ]
+
+
+def results_stored(urls: dict[str, str]) -> dict[str, tuple[int, float]]:
+    """Per database, its key count (one result key per task done; the queue's and the
+    worker's own keys stay while the queue is not empty) and when it was read."""
+    return {
+        name: (int(redis.Redis.from_url(url).dbsize()), time.perf_counter())
+        for name, url in urls.items()
+    }
 
 
 if __name__ == "__main__":
