@@ -23,6 +23,7 @@ from kombu.utils.encoding import bytes_to_str
 
 from pkg.redis_sentinel import SentinelUrl, is_sentinel
 from pkg.revoke_store import RevokeStore
+from pkg.untraced_redis import plumbing_redis_class
 
 # Celery's Redis result backend with fewer round trips, chosen through the backend URL.
 RESULT_BACKEND_CLASS = "pkg.celery_task:RedisResultBackend"
@@ -144,6 +145,9 @@ class RedisResultBackend(RedisBackend):  # type: ignore[misc]
 
     def on_task_call(self, producer: Any, task_id: str) -> None:
         return None
+
+    def _get_client(self) -> Any:
+        return plumbing_redis_class()  # traced only inside a recorded span (a task's run)
 
     def _store_result(
         self,

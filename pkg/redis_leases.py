@@ -33,6 +33,7 @@ import redis
 from kombu.utils.encoding import bytes_to_str
 
 from pkg.lease_keeper import connect
+from pkg.untraced_redis import plumbing_redis_class
 
 KEEPER_SCRIPT = Path(__file__).with_name("lease_keeper.py")
 # Renewals per lease: a keeper may miss four in a row (a loaded machine, a slow Redis) before
@@ -127,7 +128,8 @@ class Leases:
         # client that finds the master again after a failover, as the keeper's does.
         self.sentinel: dict[str, Any] | None = connparams.get("sentinel")
         if self.sentinel is None:
-            self.client = redis.Redis(connection_pool=redis.ConnectionPool(**connparams))
+            pool = redis.ConnectionPool(**connparams)
+            self.client = plumbing_redis_class()(connection_pool=pool)
         else:
             self.client = connect(self._keeper_params(), self.sentinel)
         self._append = self.client.register_script(APPEND_LUA)

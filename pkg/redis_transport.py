@@ -46,6 +46,7 @@ from kombu.utils.json import loads
 from redis.exceptions import NoScriptError
 
 from pkg.redis_leases import LeaseKeys, Leases, all_leases, known_leases, leases_for
+from pkg.untraced_redis import plumbing_redis_class
 
 dumps: Any = _untyped_dumps
 
@@ -348,6 +349,10 @@ class Channel(kombu_redis.Channel):
                 if tag in self.recorded:
                     self.recorded.discard(tag)
                     self.qos.restore_by_tag(tag)
+
+    def _get_client(self) -> Any:
+        super()._get_client()  # kombu's check of the redis-py version
+        return plumbing_redis_class()  # traced only inside a recorded span
 
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's client is kept by kombu already (Channel.client)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -136,3 +137,21 @@ def test_one_trace_through_celery_client_submit_into_the_task(
     assert spans["client request"].service == "client"
     assert spans["apply_async/tasks.add"].parent_id == spans["client request"].span_id
     assert spans["run/tasks.add"].parent_id == spans["apply_async/tasks.add"].span_id
+
+
+def test_the_workers_own_redis_traffic_starts_no_trace_but_a_task_keeps_its_redis_span(
+    receiver: OtlpReceiver, traced_env: dict[str, str], launch: LaunchFn, base_env: dict[str, str]
+) -> None:
+    """Regression (issue 12): every sampler on (the default), an idle worker had exported about
+    ten traces a second of a single Redis span each (lease renewals, polls, heartbeats). The
+    plumbing's Redis commands (pkg/untraced_redis.py) now get spans only inside a recorded
+    span: the stored result of a sampled task is still there, under the task's run."""
+    start_worker(launch, node_name("traced"), "-l", "info", env=traced_env)
+    time.sleep(3)  # idle: the worker renews its leases, polls and sends heartbeats
+    spans = submit_from_a_client(receiver, {**base_env, **traced_env})
+    run = spans["run/tasks.add"]
+    stored = [s for s in trace_of(receiver, run.trace_id) if s.parent_id == run.span_id]
+    assert "EVALSHA" in {s.name for s in stored}, stored  # the script that stores the result
+    roots = [s.name for s in receiver.spans if s.service == "worker" and not s.parent_id]
+    print(f"\n{len(receiver.spans)} spans exported, {len(roots)} of the worker starting a trace")
+    assert roots == []
