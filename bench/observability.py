@@ -4,11 +4,12 @@ The API: ``POST /api/v1/tasks/add`` req/s of the same API with neither (twice), 
 metrics, and with metrics and traces (1% of requests sampled, and every one): five API
 processes on one Redis, loaded all at once (``api_cost`` says why).
 
-End to end: tasks/s of ``bench/throughput.py``'s project side (5,000 ``add`` tasks through
-``submit_many``, the worker launcher with the prod flags) with the worker as it runs with
-neither, with what the metrics need of it (task events, which Flower switches on and turns
-into the task counters and run-time histograms), and with those and traces (1% sampled; the
-producer here is not traced, so each sampled task is a trace of its own).
+The worker: tasks/s of the worker launcher (prod flags, prefork, concurrency 4) with neither,
+a second time with neither, with what the metrics need of it (task events, which Flower
+switches on and turns into the task counters and run-time histograms), and with those and
+traces (1% sampled): four workers at once on one core, each on a queue of its own kept full
+(``worker_cost``). The producer is this process and is not traced, so every sampled task is a
+trace of its own; what tracing costs a publisher is the API half.
 
 Traces go to an OTLP receiver of the tests' own that answers without decoding: each process
 pays its export in full (encoding, HTTP), while the receiver's work, which a collector would do
