@@ -3,8 +3,9 @@
 Set ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``) and every
 process exports its spans there over OTLP/HTTP; the other standard ``OTEL_*`` variables
 (``OTEL_SERVICE_NAME``, ``OTEL_TRACES_SAMPLER``, ``OTEL_EXPORTER_OTLP_HEADERS``, ...) apply as
-the SDK reads them. Celery and Redis are instrumented by the OpenTelemetry instrumentations,
-the API's requests by ``pkg.trace_requests.TraceRequests``. A publish carries its trace
+the SDK reads them. Celery and Redis are instrumented by the OpenTelemetry instrumentations
+(Celery's through ``pkg.task_spans.TaskSpans``), the API's requests by
+``pkg.trace_requests.TraceRequests``. A publish carries its trace
 context in the message's top-level headers (``traceparent``), where the Celery instrumentation
 of the worker reads it: Celery's own publish puts it there (the instrumentation's publish
 signal handlers), and so does the API's publisher (``publish_tracing``). So one trace runs from
@@ -43,7 +44,6 @@ def start_tracing(service: str, *, celery: bool = True) -> bool:
         return False
     from opentelemetry import trace
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -55,7 +55,9 @@ def start_tracing(service: str, *, celery: bool = True) -> bool:
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
     if celery:
-        CeleryInstrumentor().instrument(tracer_provider=provider)  # type: ignore[no-untyped-call]
+        from pkg.task_spans import TaskSpans  # the Celery instrumentation, minus dropped spans
+
+        TaskSpans().instrument(tracer_provider=provider)
     RedisInstrumentor().instrument(tracer_provider=provider)
     return True
 
@@ -115,9 +117,10 @@ def publish_tracing() -> PublishTracing | None:
     if not tracing_configured():
         return None
     from opentelemetry import context, trace
-    from opentelemetry.instrumentation.celery import CeleryInstrumentor
 
-    if CeleryInstrumentor().is_instrumented_by_opentelemetry:  # type: ignore[no-untyped-call]
+    from pkg.task_spans import TaskSpans
+
+    if TaskSpans().is_instrumented_by_opentelemetry:
         return None
     tracer = trace.get_tracer(__name__)
     follows_parent = sampler_follows_parent(trace.get_tracer_provider())
