@@ -14,6 +14,7 @@ SDK building and ending a span that is then dropped.
 
 from __future__ import annotations
 
+from contextvars import Token
 from typing import Any
 
 from opentelemetry import context, trace
@@ -32,7 +33,7 @@ class TaskSpans(CeleryInstrumentor):
     def _instrument(self, **kwargs: Any) -> None:
         provider = kwargs.get("tracer_provider") or trace.get_tracer_provider()
         self._children_follow = sampler_follows_parent(provider)
-        self._dropped: dict[str, object] = {}  # task id -> the token of its attached context
+        self._dropped: dict[str, Token[context.Context]] = {}  # task id -> its attach token
         super()._instrument(**kwargs)  # type: ignore[no-untyped-call]
 
     def _trace_prerun(self, *args: Any, **kwargs: Any) -> None:
@@ -46,8 +47,8 @@ class TaskSpans(CeleryInstrumentor):
         super()._trace_prerun(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def _trace_postrun(self, *args: Any, **kwargs: Any) -> None:
-        token = self._dropped.pop(kwargs.get("task_id"), None)  # type: ignore[arg-type]
+        token = self._dropped.pop(kwargs.get("task_id") or "", None)
         if token is not None:
-            context.detach(token)  # type: ignore[arg-type]
+            context.detach(token)
             return
         super()._trace_postrun(*args, **kwargs)  # type: ignore[no-untyped-call]

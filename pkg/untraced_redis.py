@@ -15,8 +15,7 @@ traced (and propagate their context) exactly as before.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -27,32 +26,29 @@ from redis.client import Pipeline
 from pkg.tracing import tracing_configured
 
 
-@contextmanager
-def traced_only_if_recorded() -> Iterator[None]:
+def traced_only_if_recorded(command: Callable[..., Any], *args: Any, **options: Any) -> Any:
+    """``command(*args, **options)``, with instrumentation suppressed unless the current span
+    is recorded. A plain function, not a context manager: it runs for every command."""
     if trace.get_current_span().is_recording():
-        yield
-        return
+        return command(*args, **options)
     token = context.attach(context.set_value(_SUPPRESS_INSTRUMENTATION_KEY, True))
     try:
-        yield
+        return command(*args, **options)
     finally:
         context.detach(token)
 
 
 class UntracedPipeline(Pipeline):
     def execute(self, raise_on_error: bool = True) -> list[Any]:
-        with traced_only_if_recorded():
-            return super().execute(raise_on_error)
+        return traced_only_if_recorded(super().execute, raise_on_error)  # type: ignore[no-any-return]
 
     def immediate_execute_command(self, *args: Any, **options: Any) -> Any:
-        with traced_only_if_recorded():
-            return super().immediate_execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return traced_only_if_recorded(super().immediate_execute_command, *args, **options)
 
 
 class UntracedRedis(redis.Redis):
     def execute_command(self, *args: Any, **options: Any) -> Any:
-        with traced_only_if_recorded():
-            return super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+        return traced_only_if_recorded(super().execute_command, *args, **options)
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> UntracedPipeline:
         return UntracedPipeline(
